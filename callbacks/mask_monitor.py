@@ -1,0 +1,68 @@
+"""TensorBoard views of the mask converging: statistics every step, pictures every round."""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from dgmo_pl.audio.frontend import diffusion_log_mel
+
+
+def _picture(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """``[rows, cols]`` values to a grey image in [0, 1], row 0 (lowest frequency) at the bottom."""
+    return ((x.float() - low) / max(high - low, 1e-8)).clamp(0, 1).flip(0).cpu()
+
+
+class MaskMonitor(Callback):
+    """Logs mask statistics and, at the end of each round, images of the mask and log-mels.
+
+    Scalars: ``mask/mean`` and ``mask/above_half`` (fraction of bins above 0.5) every logged
+    step; ``mask/change_since_last_round`` (mean absolute change of the thresholded mask) at
+    each round's end. Images (TensorBoard only): ``round/mask``, ``round/mixture``,
+    ``round/estimate`` and ``round/mean_reference`` log-mels.
+    """
+
+    def __init__(self) -> None:
+        self._last_round_mask: torch.Tensor | None = None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._last_round_mask = pl_module.thresholded_mask()
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: object) -> None:
+        with torch.no_grad():
+            mask = pl_module.mask()
+            pl_module.log("mask/mean", mask.mean(), on_step=True, on_epoch=False)
+            pl_module.log("mask/above_half", (mask > 0.5).float().mean(), on_step=True, on_epoch=False)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        mask = pl_module.thresholded_mask()
+        change = (mask - self._last_round_mask).abs().mean()
+        self._last_round_mask = mask
+        for logger in trainer.loggers:
+            logger.log_metrics({"mask/change_since_last_round": float(change)}, step=trainer.global_step)
+        self._log_images(trainer, pl_module, mask)
+
+    @rank_zero_only
+    def _log_images(self, trainer: Trainer, pl_module: LightningModule, mask: torch.Tensor) -> None:
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        data = trainer.datamodule
+        if not loggers or data.references is None:
+            return
+        magnitude = data.mixture.magnitude.to(mask.device)
+        n_frames = data.spec.n_frames
+        with torch.no_grad():
+            mixture = diffusion_log_mel(magnitude, pl_module.mel_basis, n_frames)[0, 0].T
+            estimate = diffusion_log_mel(magnitude * mask, pl_module.mel_basis, n_frames)[0, 0].T
+        reference = data.references.float().mean(0)[0].T
+        low, high = float(mixture.min()), float(mixture.max())
+        images = {
+            "round/mask": _picture(mask[0], 0.0, 1.0),
+            "round/mixture": _picture(mixture, low, high),
+            "round/estimate": _picture(estimate, low, high),
+            "round/mean_reference": _picture(reference, low, high),
+        }
+        for logger in loggers:
+            for tag, image in images.items():
+                logger.experiment.add_image(tag, image, trainer.current_epoch, dataformats="HW")

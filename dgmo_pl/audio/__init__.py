@@ -1,0 +1,1 @@
+"""Audio input/output and the spectrogram front end of the AudioLDM family."""

@@ -1,0 +1,213 @@
+"""The AudioLDM front end (ALGORITHM.md section 1) as pure functions.
+
+No function keeps state between calls: normalisation returns its statistics and the caller passes
+them back to undo it. Shapes: ``B`` batch, ``N`` samples, ``F`` frequency bins (``n_fft // 2 + 1``),
+``T`` STFT frames, ``M`` mel bins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+import torchaudio.functional as AF
+
+#: Floor of the mel magnitudes before the logarithm, and of the phase denominator.
+EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class SpectrogramConfig:
+    """Front-end settings of the AudioLDM family; the defaults are the paper's.
+
+    Attributes:
+        sample_rate: Rate the model works at, in Hz.
+        segment_seconds: Length of the segment the model sees (shorter audio is zero-padded,
+            longer audio cropped).
+        n_fft: FFT size of the STFT.
+        hop_length: STFT hop in samples.
+        win_length: Hann window length in samples.
+        n_mels: Number of mel bins (Slaney scale and normalisation).
+        f_min: Lowest mel frequency in Hz.
+        f_max: Highest mel frequency in Hz.
+        n_frames: STFT frames kept for the mask and the diffusion input.
+        peak: Peak absolute value after normalisation.
+    """
+
+    sample_rate: int = 16000
+    segment_seconds: float = 10.24
+    n_fft: int = 1024
+    hop_length: int = 160
+    win_length: int = 1024
+    n_mels: int = 64
+    f_min: float = 0.0
+    f_max: float = 8000.0
+    n_frames: int = 1024
+    peak: float = 0.5
+
+    @property
+    def n_freq(self) -> int:
+        """Number of one-sided STFT bins."""
+        return self.n_fft // 2 + 1
+
+    @property
+    def segment_samples(self) -> int:
+        """Segment length in samples (163,840 for the defaults)."""
+        return round(self.segment_seconds * self.sample_rate)
+
+
+class NormStats(NamedTuple):
+    """What :func:`normalise` removed: the mean, and the peak after removing it."""
+
+    mean: float
+    peak: float
+
+
+def to_mono(waveform: torch.Tensor) -> torch.Tensor:
+    """Average the channels: ``[C, N] -> [N]``."""
+    return waveform.mean(dim=0)
+
+
+def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """Band-limited resampling along the last axis: ``[..., N] -> [..., N * new / orig]``."""
+    if orig_rate == new_rate:
+        return waveform
+    return AF.resample(waveform, orig_rate, new_rate)
+
+
+def fit_length(waveform: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad or crop the last axis to ``length``: ``[..., N] -> [..., length]``.
+
+    Cropping keeps the beginning, as the reference implementation does.
+    """
+    n = waveform.shape[-1]
+    if n >= length:
+        return waveform[..., :length]
+    return F.pad(waveform, (0, length - n))
+
+
+def normalise(waveform: torch.Tensor, peak: float = 0.5) -> tuple[torch.Tensor, NormStats]:
+    """Remove the mean and scale to a peak absolute value of ``peak``: ``[N] -> [N]``.
+
+    Returns:
+        The normalised waveform and the statistics that :func:`denormalise` needs.
+    """
+    mean = waveform.mean()
+    centred = waveform - mean
+    top = centred.abs().amax()
+    if not top > 0:
+        raise ValueError("cannot normalise a constant signal")
+    return centred * (peak / top), NormStats(float(mean), float(top))
+
+
+def denormalise(waveform: torch.Tensor, stats: NormStats, peak: float = 0.5) -> torch.Tensor:
+    """Undo :func:`normalise` with the statistics it returned: ``[..., N] -> [..., N]``."""
+    return waveform * (stats.peak / peak) + stats.mean
+
+
+def _window(spec: SpectrogramConfig, like: torch.Tensor) -> torch.Tensor:
+    return torch.hann_window(spec.win_length, device=like.device, dtype=like.real.dtype)
+
+
+def stft(waveform: torch.Tensor, spec: SpectrogramConfig) -> torch.Tensor:
+    """Centred, reflect-padded, one-sided STFT: ``[..., N] -> [..., F, N // hop + 1]`` complex."""
+    lead = waveform.shape[:-1]
+    frames = torch.stft(
+        waveform.reshape(-1, waveform.shape[-1]),
+        n_fft=spec.n_fft,
+        hop_length=spec.hop_length,
+        win_length=spec.win_length,
+        window=_window(spec, waveform),
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
+    return frames.reshape(*lead, *frames.shape[-2:])
+
+
+def istft(spectrum: torch.Tensor, spec: SpectrogramConfig, length: int) -> torch.Tensor:
+    """Inverse of :func:`stft`: ``[..., F, T] complex -> [..., length]``."""
+    lead = spectrum.shape[:-2]
+    waveform = torch.istft(
+        spectrum.reshape(-1, *spectrum.shape[-2:]),
+        n_fft=spec.n_fft,
+        hop_length=spec.hop_length,
+        win_length=spec.win_length,
+        window=_window(spec, spectrum),
+        center=True,
+        length=length,
+    )
+    return waveform.reshape(*lead, length)
+
+
+def magnitude_and_phase(spectrum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split an STFT into magnitude and unit phase: ``[..., F, T] -> ([..., F, T], [..., F, T])``.
+
+    The phase is ``X / (|X| + 1e-5)``, as in the reference implementation.
+    """
+    magnitude = spectrum.abs()
+    return magnitude, spectrum / (magnitude + EPS)
+
+
+def mel_filterbank(spec: SpectrogramConfig) -> torch.Tensor:
+    """Slaney-scale, Slaney-normalised mel filterbank (librosa's default): ``[F, M]``."""
+    return AF.melscale_fbanks(
+        n_freqs=spec.n_freq,
+        f_min=spec.f_min,
+        f_max=spec.f_max,
+        n_mels=spec.n_mels,
+        sample_rate=spec.sample_rate,
+        norm="slaney",
+        mel_scale="slaney",
+    )
+
+
+def log_mel(magnitude: torch.Tensor, filterbank: torch.Tensor) -> torch.Tensor:
+    """Log of the mel-projected magnitude: ``[..., F, T], [F, M] -> [..., M, T]``."""
+    mel = torch.matmul(filterbank.transpose(0, 1).to(magnitude.dtype), magnitude)
+    return torch.log(torch.clamp(mel, min=EPS))
+
+
+def to_diffusion_layout(log_mels: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """Time-major layout of the diffusion model: ``[B, M, T] -> [B, 1, n_frames, M']``.
+
+    Frames are cropped or padded with silence (``log(1e-5)``) to ``n_frames``; the last mel bin is
+    dropped when ``M`` is odd (``M' = M - M % 2``).
+    """
+    x = log_mels.transpose(-1, -2)
+    t = x.shape[-2]
+    if t > n_frames:
+        x = x[..., :n_frames, :]
+    elif t < n_frames:
+        x = F.pad(x, (0, 0, 0, n_frames - t), value=math.log(EPS))
+    if x.shape[-1] % 2:
+        x = x[..., :-1]
+    return x.unsqueeze(-3)
+
+
+def diffusion_log_mel(magnitude: torch.Tensor, filterbank: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """Magnitude STFT to the diffusion model's log-mel: ``[B, F, T] -> [B, 1, n_frames, M']``."""
+    return to_diffusion_layout(log_mel(magnitude, filterbank), n_frames)
+
+
+def prepare_waveform(waveform: torch.Tensor, sample_rate: int, spec: SpectrogramConfig) -> torch.Tensor:
+    """Mix to mono, resample to the model's rate, pad/crop to one segment: ``[C, N] -> [S]``."""
+    mono = resample(to_mono(waveform), sample_rate, spec.sample_rate)
+    return fit_length(mono, spec.segment_samples)
+
+
+def resynthesise(
+    magnitude: torch.Tensor, phase: torch.Tensor, stats: NormStats, spec: SpectrogramConfig
+) -> torch.Tensor:
+    """Waveform from a (masked) magnitude and the mixture's phase: ``[B, F, T'], [B, F, T] -> [B, S]``.
+
+    Frames of ``phase`` beyond the ``T'`` frames of ``magnitude`` are restored as zeros; the
+    result is de-normalised with the mixture's statistics.
+    """
+    missing = phase.shape[-1] - magnitude.shape[-1]
+    full = F.pad(magnitude, (0, missing)) if missing > 0 else magnitude[..., : phase.shape[-1]]
+    waveform = istft(full.to(phase.real.dtype) * phase, spec, spec.segment_samples)
+    return denormalise(waveform, stats, spec.peak)
