@@ -1,0 +1,112 @@
+"""Each user mistake: a one-line message naming the value, exit status 2, and no output files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from helpers import QUIET, REPO
+from dgmo_pl.cli import main
+
+
+def run_expecting_error(root: Path, capsys: pytest.CaptureFixture, *args: str) -> str:
+    """Run ``fit`` and return its one-line error, checking the exit status and that nothing was written."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(REPO / "configs/dgmo.yaml"), "--trainer.default_root_dir", str(root),
+              *QUIET, *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    assert not root.exists() or not any(root.iterdir()), "a failed run left files behind"
+    return err
+
+
+def _wav(path: Path, data: np.ndarray, subtype: str = "PCM_16") -> Path:
+    sf.write(str(path), data, 16000, subtype=subtype)
+    return path
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    """One bad mixture file of each kind."""
+    noise = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+    nan = noise.copy()
+    nan[100] = np.nan
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio\n")
+    empty = tmp_path / "empty.wav"
+    empty.touch()
+    return {
+        "missing": tmp_path / "missing.wav",
+        "empty": empty,
+        "not_audio": text,
+        "no_samples": _wav(tmp_path / "no_samples.wav", np.zeros(0, np.float32)),
+        "silence": _wav(tmp_path / "silence.wav", np.zeros(16000, np.float32)),
+        "nan": _wav(tmp_path / "nan.wav", nan, "FLOAT"),
+        "good": _wav(tmp_path / "good.wav", noise),
+        "short_reference": _wav(tmp_path / "short.wav", noise[:8000]),
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "fragment"),
+    [
+        ("missing", "does not exist"),
+        ("empty", "empty file"),
+        ("not_audio", "could not be read as audio"),
+        ("no_samples", "contains no samples"),
+        ("silence", "is silent"),
+        ("nan", "NaN or infinite"),
+    ],
+)
+def test_bad_mixture_file(kind: str, fragment: str, files: dict[str, Path], tmp_path: Path,
+                          capsys: pytest.CaptureFixture) -> None:
+    """A mixture that cannot be separated is named in the error with the reason."""
+    err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(files[kind]),
+                              "--data.references", f"[{files['good']}]")
+    assert str(files[kind]) in err and fragment in err
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_empty_query(query: str, files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An empty or blank query is refused, with the flag to fix it."""
+    err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(files["good"]),
+                              "--data.query", query)
+    assert repr(query) in err and "--data.query" in err
+
+
+def test_reference_of_the_wrong_length(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A reference that is not time-aligned with the mixture is refused, with both lengths."""
+    err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(files["good"]),
+                              "--data.references", f"[{files['short_reference']}]")
+    assert str(files["short_reference"]) in err and "0.500 s" in err and "1.000 s" in err
+
+
+def test_model_folder_that_is_not_audioldm(files: dict[str, Path], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture) -> None:
+    """A folder that is not a diffusers AudioLDM is named, with what to pass instead."""
+    folder = tmp_path / "some_model"
+    folder.mkdir()
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(files["good"]),
+                              "--data.model", str(folder))
+    assert str(folder) in err and "StableDiffusionPipeline" in err and "not an AudioLDM" in err
+
+
+def test_model_that_cannot_be_downloaded(files: dict[str, Path], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    """With no hub, the error names the model, where it looked, and how to use a local copy."""
+    err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(files["good"]),
+                              "--data.model", "cvssp/audioldm")
+    assert "'cvssp/audioldm'" in err and "HF_HUB_OFFLINE" in err and "--data.model DIR" in err
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--data.ddim_steps", "1"), ("--data.noise_level", "1.5"),
+                                             ("--data.num_references", "0"), ("--data.steps_per_round", "0")])
+def test_bad_generation_setting(flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An impossible setting is named with its value."""
+    err = run_expecting_error(tmp_path / "logs", capsys, flag, value)
+    assert value in err and flag.split(".")[1] in err

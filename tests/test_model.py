@@ -1,0 +1,71 @@
+"""The mask module: its only parameter, its loss, thresholding and precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+
+from dgmo_pl.audio.frontend import diffusion_log_mel
+from dgmo_pl.data import SeparationDataModule
+from dgmo_pl.model import MaskSeparator
+
+
+def test_the_mask_is_the_only_parameter_and_all_the_optimiser_sees() -> None:
+    """One parameter, [1, 513, 1024] at sigmoid(3.0); the optimiser holds exactly it."""
+    module = MaskSeparator()
+    assert [(n, tuple(p.shape)) for n, p in module.named_parameters()] == [("mask_logits", (1, 513, 1024))]
+    assert torch.allclose(module.mask(), torch.sigmoid(torch.tensor(3.0)).expand(1, 513, 1024))
+    (group,) = module.configure_optimizers().param_groups
+    assert group["params"] == [module.mask_logits] and group["lr"] == 0.01
+    assert list(module.state_dict()) == ["mask_logits"]
+
+
+def test_thresholded_mask_sets_high_values_to_one_and_keeps_logits() -> None:
+    """Values >= 0.9 become 1.0, others stay; the logits are untouched."""
+    module = MaskSeparator()
+    logits = torch.tensor([-2.0, 0.0, 2.0, 2.2, 5.0])  # sigmoid: 0.12, 0.5, 0.881, 0.900, 0.993
+    with torch.no_grad():
+        module.mask_logits[0, 0, :5] = logits
+    mask = module.thresholded_mask()[0, 0, :5]
+    assert torch.allclose(mask[:3], torch.sigmoid(logits[:3]))
+    assert torch.equal(mask[3:], torch.ones(2))
+    assert torch.equal(module.mask_logits[0, 0, :5], logits)
+
+
+def test_loss_is_the_mean_mse_over_references() -> None:
+    """The step's loss averages the MSE to each of the K references."""
+    module = MaskSeparator()
+    torch.manual_seed(0)
+    magnitude = torch.rand(1, 513, 1024)
+    references = torch.randn(3, 1, 1024, 64)
+    estimate = diffusion_log_mel(magnitude * module.mask(), module.mel_basis, 1024)
+    expected = torch.stack([(estimate - r).pow(2).mean() for r in references]).mean()
+    module.log = lambda *a, **k: None  # no trainer attached
+    loss = module.training_step({"mixture_magnitude": magnitude, "references": references}, 0)
+    assert torch.allclose(loss, expected, rtol=1e-5)
+
+
+def _fit_losses(precision: str, pair: dict[str, Path], root: Path, steps: int = 100) -> tuple[list[float], MaskSeparator]:
+    data = SeparationDataModule(mixture=str(pair["mixture"]), references=[str(pair["dog"])], steps_per_round=steps)
+    module = MaskSeparator()
+    losses: list[float] = []
+    module.log = lambda name, value, **k: losses.append(float(value))
+    trainer = Trainer(max_epochs=1, precision=precision, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
+                      reload_dataloaders_every_n_epochs=1)
+    trainer.fit(module, datamodule=data)
+    return losses, module
+
+
+def test_bf16_mixed_precision_keeps_an_fp32_mask_and_tracks_fp32(speech_dog_pair: dict[str, Path],
+                                                                tmp_path: Path) -> None:
+    """Under Lightning's bf16-mixed the mask stays fp32 and the loss follows the fp32 run."""
+    full, _ = _fit_losses("32-true", speech_dog_pair, tmp_path)
+    mixed, module = _fit_losses("bf16-mixed", speech_dog_pair, tmp_path)
+    assert module.mask_logits.dtype == torch.float32
+    assert len(full) == len(mixed) == 100
+    assert full[-1] < 0.97 * full[0]
+    assert max(abs(a - b) / a for a, b in zip(full, mixed)) < 0.01

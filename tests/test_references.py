@@ -1,0 +1,145 @@
+"""Reference generation on the tiny model: batching, call counts, DDIM maths, seeding, rounds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import fit, tiny_args
+from dgmo_pl.audio.frontend import SpectrogramConfig, diffusion_log_mel, mel_filterbank
+from dgmo_pl.data import DEMO_MIXTURE, load_mixture
+from dgmo_pl.diffusion.references import GenerationConfig, ReferenceGenerator
+from dgmo_pl.model import MaskSeparator
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_model: Path) -> ReferenceGenerator:
+    return ReferenceGenerator.from_pretrained(str(tiny_model))
+
+
+@pytest.fixture
+def log_mel() -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.randn(1, 1, 1024, 64) - 4.0
+
+
+def _count_unet_batches(generator: ReferenceGenerator) -> tuple[list[int], torch.utils.hooks.RemovableHandle]:
+    batches: list[int] = []
+    handle = generator.parts.unet.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
+    return batches, handle
+
+
+def test_networks_are_frozen(generator: ReferenceGenerator) -> None:
+    """No network trains or has a trainable parameter."""
+    for module in (generator.parts.unet, generator.parts.vae, generator.parts.text_encoder, generator.parts.vocoder):
+        assert not module.training
+        assert not any(p.requires_grad for p in module.parameters())
+
+
+@pytest.mark.parametrize(("steps", "noise_level", "inverted", "denoised"), [(10, 1.0, 9, 10), (10, 0.5, 4, 5)])
+def test_unet_calls_and_batches(generator: ReferenceGenerator, log_mel: torch.Tensor, steps: int,
+                                noise_level: float, inverted: int, denoised: int) -> None:
+    """Inversion: one empty-prompt call per step up at batch K; denoising: both guidance branches at batch 2K."""
+    batches, handle = _count_unet_batches(generator)
+    try:
+        refs = generator(log_mel, "dog barking", GenerationConfig(4, steps, noise_level, 5.0),
+                         torch.Generator().manual_seed(0))
+    finally:
+        handle.remove()
+    assert refs.shape == (4, 1, 1024, 64) and torch.isfinite(refs).all()
+    assert batches == [4] * inverted + [8] * denoised
+
+
+def test_seeded_references_repeat_and_differ_between_seeds(generator: ReferenceGenerator,
+                                                           log_mel: torch.Tensor) -> None:
+    """Same seed, same references; another seed, others; the K references differ from each other."""
+    config = GenerationConfig(3, 4)
+    a = generator(log_mel, "dog barking", config, torch.Generator().manual_seed(1))
+    b = generator(log_mel, "dog barking", config, torch.Generator().manual_seed(1))
+    c = generator(log_mel, "dog barking", config, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    assert not torch.allclose(a[0], a[1])
+
+
+def test_query_conditions_the_references(generator: ReferenceGenerator, log_mel: torch.Tensor) -> None:
+    """Another query gives other references from the same latents."""
+    config = GenerationConfig(2, 4)
+    a = generator(log_mel, "dog barking", config, torch.Generator().manual_seed(0))
+    b = generator(log_mel, "church bell", config, torch.Generator().manual_seed(0))
+    assert not torch.allclose(a, b)
+
+
+def test_denoising_undoes_inversion_for_the_same_noise(generator: ReferenceGenerator,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a noise prediction that does not change, DDIM denoising exactly inverts DDIM inversion."""
+    torch.manual_seed(0)
+    latents = torch.randn(2, 8, 256, 16)
+    eps = torch.randn(2, 8, 256, 16)
+    monkeypatch.setattr(generator, "_eps", lambda z, t, labels: eps[: z.shape[0]])
+    timesteps = generator._timesteps(GenerationConfig(ddim_steps=20))
+    empty = torch.zeros(1, 32)
+    noisy = generator.invert(latents, timesteps, empty)
+    assert not torch.allclose(noisy, latents)
+    # Down the same levels: from t_20 to t_1, the level inversion started from.
+    back = generator.denoise(noisy, timesteps[:-1], empty, empty, scale=1.0)
+    assert torch.allclose(back, latents, atol=1e-4)
+
+
+def test_guidance_combines_branches(generator: ReferenceGenerator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guided noise is uncond + scale * (cond - uncond)."""
+    seen: list[torch.Tensor] = []
+    cond_eps, uncond_eps = torch.full((1, 8, 256, 16), 2.0), torch.full((1, 8, 256, 16), 1.0)
+
+    def fake_eps(z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.cat([uncond_eps, cond_eps])
+
+    def fake_step(eps: torch.Tensor, t: torch.Tensor, z: torch.Tensor, eta: float):
+        seen.append(eps)
+        return type("Out", (), {"prev_sample": z})()
+
+    monkeypatch.setattr(generator, "_eps", fake_eps)
+    monkeypatch.setattr(generator.parts.scheduler, "step", fake_step)
+    generator.denoise(torch.zeros(1, 8, 256, 16), torch.tensor([11, 1]), torch.ones(1, 32), torch.zeros(1, 32), 5.0)
+    assert len(seen) == 2 and torch.allclose(seen[0], torch.full_like(cond_eps, 1.0 + 5.0 * (2.0 - 1.0)))
+
+
+def test_each_round_regenerates_from_the_thresholded_estimate(tiny_model: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round 1 starts from the mixture; each later round from the mixture under the previous round's mask."""
+    calls: list[torch.Tensor] = []
+    original = ReferenceGenerator.__call__
+
+    def recording_call(self, log_mel, query, config, generator=None):
+        calls.append(log_mel.clone())
+        return original(self, log_mel, query, config, generator)
+
+    monkeypatch.setattr(ReferenceGenerator, "__call__", recording_call)
+    masks: list[torch.Tensor] = []
+    original_end = MaskSeparator.on_train_epoch_end
+
+    def remember_mask(self):
+        masks.append(self.thresholded_mask().clone())
+        return original_end(self)
+
+    monkeypatch.setattr(MaskSeparator, "on_train_epoch_end", remember_mask)
+    # A large learning rate moves the mask below the threshold within a few steps.
+    fit(tmp_path, *tiny_args(tiny_model, ddim_steps=3, steps_per_round=4), "--model.lr", "0.5")
+    assert len(calls) == 3 and len(masks) == 3
+
+    spec = SpectrogramConfig()
+    mixture = load_mixture(DEMO_MIXTURE, spec)
+    basis = mel_filterbank(spec)
+    assert torch.allclose(calls[0], diffusion_log_mel(mixture.magnitude, basis, 1024), atol=1e-5)
+    for round_index in (1, 2):
+        expected = diffusion_log_mel(mixture.magnitude * masks[round_index - 1], basis, 1024)
+        assert torch.allclose(calls[round_index], expected, atol=1e-5)
+    assert (masks[0] < 0.9).any() and not torch.allclose(calls[1], calls[0])
+
+
+def test_vocoder_output_length(generator: ReferenceGenerator) -> None:
+    """The vocoder turns [K, 1, 1024, 64] log-mels into K waveforms of 1024 hops."""
+    audio = generator.vocode(torch.zeros(2, 1, 1024, 64) - 5)
+    assert audio.shape[0] == 2 and abs(audio.shape[1] - 1024 * 160) <= 160
