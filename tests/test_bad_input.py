@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +113,16 @@ def test_bad_generation_setting(flag: str, value: str, tmp_path: Path, capsys: p
     """An impossible setting is named with its value."""
     err = run_expecting_error(tmp_path / "logs", capsys, flag, value)
     assert value in err and flag.split(".")[1] in err
+
+
+def test_main_py_exits_2_with_one_line(files: dict[str, Path], tmp_path: Path) -> None:
+    """As a real process, main.py ends a user mistake with status 2 and an `error:` line, no traceback."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "fit", "--config", str(REPO / "configs/dgmo.yaml"),
+         "--data.mixture", str(files["missing"]), "--trainer.default_root_dir", str(tmp_path / "logs")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: mixture '{files['missing']}' does not exist")
+    assert not (tmp_path / "logs").exists()

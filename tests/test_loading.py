@@ -56,3 +56,22 @@ def test_hub_id_offline_says_how_to_use_a_local_copy() -> None:
     message = str(err.value)
     assert "'cvssp/audioldm-s-full-v2'" in message and "HF_HUB_OFFLINE" in message
     assert "cache:" in message and "--data.model DIR" in message
+
+
+def test_mistyped_folder_is_called_a_bad_path(tmp_path: Path) -> None:
+    """A path that exists neither as a folder nor as a hub id is reported as such."""
+    missing = str(tmp_path / "no" / "such-model")
+    with pytest.raises(ModelLoadError, match="neither an existing folder nor a hub id") as err:
+        load_audioldm(missing)
+    assert f"'{missing}'" in str(err.value)
+
+
+def test_tiny_command_writes_a_loadable_diffusers_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`python -m dgmo_pl.tiny OUT_DIR` writes every component and says it is not a separation model."""
+    from dgmo_pl.tiny import main
+
+    main([str(tmp_path / "tiny")])
+    assert "not a separation model" in capsys.readouterr().out
+    names = {p.name for p in (tmp_path / "tiny").iterdir()}
+    assert names == {"model_index.json", "tokenizer", "text_encoder", "unet", "vae", "vocoder", "scheduler"}
+    assert load_audioldm(str(tmp_path / "tiny")).unet.config.out_channels == 8

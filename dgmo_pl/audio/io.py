@@ -27,6 +27,8 @@ def read_audio(path: str | os.PathLike, what: str = "audio file") -> tuple[torch
             or is entirely silent.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{what} '{path}' is a folder: pass the path of an audio file")
     if not path.is_file():
         raise InputError(f"{what} '{path}' does not exist: pass the path of an existing audio file")
     if path.stat().st_size == 0:

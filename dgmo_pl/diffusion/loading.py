@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.utils import validate_repo_id
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import AutoTokenizer, ClapTextModelWithProjection, PreTrainedTokenizerBase, SpeechT5HifiGan
 
@@ -50,7 +51,20 @@ def _where(model: str) -> str:
     return f"{mode} (cache: {_hub_cache()}); no local folder named '{model}' exists"
 
 
+def _is_hub_id(model: str) -> bool:
+    try:
+        validate_repo_id(model)
+    except ValueError:
+        return False
+    return True
+
+
 def _advice(model: str) -> str:
+    if not Path(model).is_dir() and not _is_hub_id(model):
+        return (
+            f"'{model}' is neither an existing folder nor a hub id: check the path, or pass a hub id "
+            "such as cvssp/audioldm or a folder in diffusers layout with `--data.model`"
+        )
     return (
         "to use a local copy, download it where there is network access "
         f"(`hf download {model} --local-dir DIR`) and pass `--data.model DIR`, "
