@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
 from dgmo_pl.audio.frontend import SpectrogramConfig, diffusion_log_mel, mel_filterbank
+from dgmo_pl.errors import InputError
 
 
 class MaskSeparator(LightningModule):
@@ -31,10 +32,10 @@ class MaskSeparator(LightningModule):
         spec: SpectrogramConfig = SpectrogramConfig(),
     ) -> None:
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"lr must be positive, got {lr}")
+        if not lr > 0:
+            raise InputError(f"lr {lr} must be positive: fix --model.lr")
         if not 0.0 < threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+            raise InputError(f"threshold {threshold} must be in (0, 1]: fix --model.threshold")
         self.save_hyperparameters(ignore=["spec"])
         self.spec = spec
         self.mask_logits = torch.nn.Parameter(torch.full((1, spec.n_freq, spec.n_frames), float(mask_init)))

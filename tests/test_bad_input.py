@@ -108,7 +108,8 @@ def test_model_that_cannot_be_downloaded(files: dict[str, Path], tmp_path: Path,
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--data.ddim_steps", "1"), ("--data.noise_level", "1.5"),
-                                             ("--data.num_references", "0"), ("--data.steps_per_round", "0")])
+                                             ("--data.num_references", "0"), ("--data.steps_per_round", "0"),
+                                             ("--model.lr", "-0.5"), ("--model.threshold", "1.5")])
 def test_bad_generation_setting(flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """An impossible setting is named with its value."""
     err = run_expecting_error(tmp_path / "logs", capsys, flag, value)

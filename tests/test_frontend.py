@@ -53,6 +53,15 @@ def test_stft_shape_on_one_segment():
     torch.testing.assert_close(batched[1], 2 * spectrum)
 
 
+def test_stft_first_frame_uses_reflect_padding():
+    """Frame 0 is the Hann-windowed FFT of the input reflect-padded by n_fft // 2 (centred STFT)."""
+    x = torch.randn(4000, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    padded = torch.cat([x[1:513].flip(0), x])  # numpy/torch 'reflect': the edge sample is not repeated
+    window = torch.hann_window(1024, dtype=torch.float64)
+    expected = torch.fft.rfft(padded[:1024] * window)
+    torch.testing.assert_close(frontend.stft(x, SPEC)[:, 0], expected)
+
+
 def test_stft_frames_are_centred_on_hop_multiples():
     """An impulse at sample 160*k shows up in frame k most strongly (centred STFT, hop 160)."""
     x = torch.zeros(SEGMENT)
@@ -104,7 +113,8 @@ def _slaney_mel_to_hz(m: np.ndarray) -> np.ndarray:
 def _numpy_slaney_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     """librosa.filters.mel defaults (htk=False, norm='slaney'), re-written in numpy: [n_mels, F]."""
     fft_freqs = np.linspace(0.0, sr / 2.0, n_fft // 2 + 1)
-    mel_edges = np.linspace(_slaney_hz_to_mel(np.array([fmin]))[0], _slaney_hz_to_mel(np.array([fmax]))[0], n_mels + 2)
+    mel_lo, mel_hi = _slaney_hz_to_mel(np.array([fmin, fmax]))
+    mel_edges = np.linspace(mel_lo, mel_hi, n_mels + 2)
     hz_edges = _slaney_mel_to_hz(mel_edges)
     weights = np.zeros((n_mels, fft_freqs.size))
     for i in range(n_mels):

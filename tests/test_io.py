@@ -86,6 +86,18 @@ def test_read_audio_missing_file(tmp_path):
     assert "pass the path of an existing audio file" in message
 
 
+def test_read_audio_folder(tmp_path):
+    """A folder (even one named like a wav file) raises InputError naming the path."""
+    path = tmp_path / "folder.wav"
+    path.mkdir()
+    with pytest.raises(InputError) as info:
+        read_audio(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "is a folder" in message
+    assert "pass the path of an audio file" in message
+
+
 def test_read_audio_empty_file(tmp_path):
     """A 0-byte file raises InputError naming the path and asking for a non-empty file."""
     path = tmp_path / "empty.wav"
@@ -195,6 +207,21 @@ def test_write_audio_clips_out_of_range_values(tmp_path):
     np.testing.assert_allclose(back, [1.0, -1.0, 0.5, 1.0, -1.0], rtol=0, atol=1e-4)
 
 
+def test_write_audio_hands_clipped_samples_to_soundfile(tmp_path, monkeypatch):
+    """The samples handed to soundfile are already within [-1, 1] (clipping does not rely on libsndfile)."""
+    seen = []
+    real_write = audio_io.sf.write
+
+    def spy(file, data, *args, **kwargs):
+        seen.append(np.array(data, copy=True))
+        return real_write(file, data, *args, **kwargs)
+
+    monkeypatch.setattr(audio_io.sf, "write", spy)
+    write_audio(tmp_path / "loud.wav", torch.tensor([[2.0, -3.0, 0.5], [0.1, 7.0, -0.2]]), 16_000)
+    assert len(seen) == 1
+    np.testing.assert_array_equal(seen[0], np.array([[1.0, 0.1], [-1.0, 1.0], [0.5, -0.2]], dtype=np.float32))
+
+
 def test_write_audio_creates_parent_folders(tmp_path):
     """Missing parent folders are created."""
     path = tmp_path / "a" / "b" / "c" / "out.wav"
@@ -249,3 +276,28 @@ def test_write_then_read_round_trip(tmp_path):
     assert rate == RATE
     assert back.shape == x.shape
     torch.testing.assert_close(back, x, rtol=0, atol=1e-4)
+
+
+def test_write_audio_refuses_non_finite_samples(tmp_path):
+    """NaN would become a full-scale click: writing it is an error, and no file appears."""
+    bad = torch.zeros(100)
+    bad[10] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        write_audio(tmp_path / "out.wav", bad, 16000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_audio_refuses_batched_tensors(tmp_path):
+    """A [B, C, N] tensor is refused rather than silently merged into channels."""
+    with pytest.raises(ValueError, match=r"\[channels, samples\]"):
+        write_audio(tmp_path / "out.wav", torch.zeros(2, 2, 100), 16000)
+
+
+def test_write_audio_file_mode_follows_umask(tmp_path):
+    """Written files are readable by others under the usual umask, not owner-only."""
+    old = os.umask(0o022)
+    try:
+        path = write_audio(tmp_path / "out.wav", torch.zeros(100), 16000)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

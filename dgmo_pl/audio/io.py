@@ -49,6 +49,12 @@ def read_audio(path: str | os.PathLike, what: str = "audio file") -> tuple[torch
     return waveform, int(sample_rate)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_audio(path: str | os.PathLike, waveform: torch.Tensor, sample_rate: int) -> Path:
     """Write ``waveform`` as 16-bit PCM WAV, atomically: a crash never leaves half a file.
 
@@ -59,15 +65,23 @@ def write_audio(path: str | os.PathLike, waveform: torch.Tensor, sample_rate: in
 
     Returns:
         The path written.
+
+    Raises:
+        ValueError: ``waveform`` has another number of dimensions or non-finite values.
     """
     path = Path(path)
+    data = waveform.detach().float().cpu()
+    if data.dim() not in (1, 2):
+        raise ValueError(f"waveform must be [samples] or [channels, samples], got shape {list(data.shape)}")
+    if not torch.isfinite(data).all():
+        raise ValueError(f"refusing to write NaN or infinite samples to '{path}'")
+    data = data.clamp(-1.0, 1.0).reshape(-1, data.shape[-1]).T.numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = waveform.detach().float().cpu().clamp(-1.0, 1.0)
-    data = data.reshape(-1, data.shape[-1]).T.numpy()
     fd, tmp = tempfile.mkstemp(suffix=".wav", prefix=f".{path.stem}.", dir=path.parent)
     os.close(fd)
     try:
         sf.write(tmp, data, sample_rate, subtype="PCM_16", format="WAV")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
