@@ -52,7 +52,7 @@ def _fit_losses(precision: str, pair: dict[str, Path], root: Path, steps: int = 
     data = SeparationDataModule(mixture=str(pair["mixture"]), references=[str(pair["dog"])], steps_per_round=steps)
     module = MaskSeparator()
     losses: list[float] = []
-    module.log = lambda name, value, **k: losses.append(float(value))
+    module.log = lambda name, value, **k: losses.append(float(value.detach()))
     trainer = Trainer(max_epochs=1, precision=precision, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
                       reload_dataloaders_every_n_epochs=1)
