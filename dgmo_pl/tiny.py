@@ -89,6 +89,7 @@ def tiny_components(seed: int = 0) -> dict[str, object]:
             resblock_kernel_sizes=[3],
             resblock_dilation_sizes=[[1]],
             normalize_before=False,
+            initializer_range=0.2,  # the default 0.01 makes a tiny vocoder output silence
         )
     )
     scheduler = DDIMScheduler(

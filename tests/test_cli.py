@@ -37,6 +37,7 @@ def test_references_are_vocoded(tiny_run: Path) -> None:
     refs = sorted((tiny_run / "separated" / "references").glob("*.wav"))
     assert [p.name for p in refs] == [f"dog-barking_{k}.wav" for k in range(4)]
     assert all(sf.info(str(p)).samplerate == 16000 for p in refs)
+    assert all(abs(sf.read(str(p))[0]).max() > 0.01 for p in refs), "vocoded references are silent"
 
 
 def test_tensorboard_has_one_loss_point_per_step_for_all_rounds(tiny_run: Path) -> None:
