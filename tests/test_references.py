@@ -143,3 +143,19 @@ def test_vocoder_output_length(generator: ReferenceGenerator) -> None:
     """The vocoder turns [K, 1, 1024, 64] log-mels into K waveforms of 1024 hops."""
     audio = generator.vocode(torch.zeros(2, 1, 1024, 64) - 5)
     assert audio.shape[0] == 2 and abs(audio.shape[1] - 1024 * 160) <= 160
+
+
+def test_progress_bars_only_when_asked_or_on_a_terminal(generator: ReferenceGenerator, log_mel: torch.Tensor,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """Per-step bars for inversion and denoising; quiet when stderr is not a terminal."""
+    config = GenerationConfig(1, 3)
+    generator.progress = None
+    generator(log_mel, "dog barking", config, torch.Generator().manual_seed(0))
+    assert "DDIM" not in capsys.readouterr().err
+    generator.progress = True
+    try:
+        generator(log_mel, "dog barking", config, torch.Generator().manual_seed(0))
+    finally:
+        generator.progress = None
+    err = capsys.readouterr().err
+    assert "DDIM inversion" in err and "guided DDIM denoising" in err

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from dgmo_pl.diffusion.loading import AudioLDMComponents, load_audioldm
 
@@ -58,6 +60,12 @@ class ReferenceGenerator:
 
     def __init__(self, components: AudioLDMComponents) -> None:
         self.parts = components
+        #: Show progress bars while generating; ``None``: only on a terminal.
+        self.progress: bool | None = None
+
+    def _steps(self, timesteps: torch.Tensor, desc: str) -> tqdm:
+        show = sys.stderr.isatty() if self.progress is None else self.progress
+        return tqdm(timesteps, desc=desc, leave=False, disable=not show)
 
     @classmethod
     def from_pretrained(cls, model: str, dtype: torch.dtype = torch.float32) -> "ReferenceGenerator":
@@ -134,7 +142,7 @@ class ReferenceGenerator:
         alphas = self.parts.scheduler.alphas_cumprod
         stride = self.parts.scheduler.config.num_train_timesteps // self.parts.scheduler.num_inference_steps
         labels = empty.expand(latents.shape[0], -1)
-        for t in timesteps.flip(0)[1:]:
+        for t in self._steps(timesteps.flip(0)[1:], "DDIM inversion"):
             a_t = float(alphas[int(t)])
             a_prev = float(alphas[max(0, int(t) - stride)])
             eps = self._eps(latents, t, labels)
@@ -150,7 +158,7 @@ class ReferenceGenerator:
         k = latents.shape[0]
         guided = scale > 1.0
         labels = torch.cat([empty.expand(k, -1), text.expand(k, -1)]) if guided else text.expand(k, -1)
-        for t in timesteps:
+        for t in self._steps(timesteps, "guided DDIM denoising"):
             model_in = torch.cat([latents, latents]) if guided else latents
             eps = self._eps(model_in, t, labels)
             if guided:
