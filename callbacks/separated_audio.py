@@ -13,10 +13,14 @@ from dgmo_pl.audio.frontend import resynthesise
 from dgmo_pl.audio.io import write_audio
 
 
+#: Names Windows reserves for devices, whatever the extension.
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+
+
 def slugify(text: str, fallback: str = "separated", max_length: int = 60) -> str:
-    """A file-name-safe version of ``text``: lowercase ASCII letters, digits and dashes."""
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:max_length].strip("-")
-    return slug or fallback
+    """A file-name-safe version of ``text`` on every file system: lowercase ASCII, digits, dashes."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:max_length].strip("-") or fallback
+    return f"{slug}-sound" if slug in _RESERVED else slug
 
 
 class SeparatedAudioWriter(Callback):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
+
+from lightning.pytorch import Trainer
 
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
@@ -11,6 +14,30 @@ from callbacks import MaskMonitor, SeparatedAudioWriter
 from dgmo_pl.data import SeparationDataModule
 from dgmo_pl.errors import InputError
 from dgmo_pl.model import MaskSeparator
+
+
+#: Precisions that would store the mask itself in 16 bits (its small Adam updates then vanish).
+LOW_PRECISION_WEIGHTS = ("bf16-true", "16-true", "transformer-engine", "transformer-engine-float16")
+
+
+def check_trainer(trainer: Trainer) -> None:
+    """Refuse trainer settings that would break the method or mix runs' outputs."""
+    if trainer.logger is None:
+        raise InputError(
+            "trainer.logger is off, but each run's outputs go in the logger's new version folder: "
+            "keep the default logger (TensorBoard)"
+        )
+    if trainer.reload_dataloaders_every_n_epochs != 1:
+        raise InputError(
+            f"trainer.reload_dataloaders_every_n_epochs is {trainer.reload_dataloaders_every_n_epochs}, but "
+            "the references are regenerated every round (epoch): set it to 1"
+        )
+    precision = str(trainer.precision)
+    if precision in LOW_PRECISION_WEIGHTS:
+        raise InputError(
+            f"trainer.precision {precision} would keep the mask in 16 bits: use bf16-mixed or 16-mixed, "
+            "which keep the mask in fp32"
+        )
 
 
 class DGMOCLI(LightningCLI):
@@ -31,7 +58,11 @@ class DGMOCLI(LightningCLI):
         )
 
     def before_fit(self) -> None:
-        # Read every input before anything is written, so bad input leaves no partial run.
+        # Check everything before the first file is written, so bad input leaves no partial run.
+        check_trainer(self.trainer)
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
+            raise InputError(f"checkpoint '{ckpt_path}' does not exist: pass an existing --ckpt_path")
         self.datamodule.load()
 
 

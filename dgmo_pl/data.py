@@ -10,7 +10,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from dgmo_pl.audio import frontend as fe
-from dgmo_pl.audio.io import read_audio
+from dgmo_pl.audio.io import SILENCE_PEAK, read_audio
 from dgmo_pl.diffusion.references import GenerationConfig, ReferenceGenerator
 from dgmo_pl.errors import InputError
 
@@ -43,13 +43,12 @@ def load_mixture(path: str, spec: fe.SpectrogramConfig) -> Mixture:
     waveform, rate = read_audio(path, "mixture")
     num_samples = round(waveform.shape[-1] * spec.sample_rate / rate)
     segment = fe.prepare_waveform(waveform, rate, spec)
-    try:
-        normalised, stats = fe.normalise(segment, spec.peak)
-    except ValueError:
+    if not (segment - segment.mean()).abs().amax() >= SILENCE_PEAK:
         raise InputError(
-            f"mixture '{path}' is constant (no sound) in its first {spec.segment_seconds} s: "
-            "pass a recording with sound in it"
-        ) from None
+            f"mixture '{path}' is silent (peak below -90 dBFS once mixed to mono) in its first "
+            f"{spec.segment_seconds} s: pass a recording with sound in it"
+        )
+    normalised, stats = fe.normalise(segment, spec.peak)
     magnitude, phase = fe.magnitude_and_phase(fe.stft(normalised, spec))
     return Mixture(Path(path), magnitude[None, :, : spec.n_frames], phase[None], stats, num_samples)
 
@@ -151,18 +150,21 @@ class SeparationDataModule(LightningDataModule):
             refs = [load_reference(p, mixture, self.spec) for p in self.hparams.references]
             self.fixed_references = torch.cat(refs)
         else:
-            self.generator = ReferenceGenerator.from_pretrained(self.hparams.model)
+            generator = ReferenceGenerator.from_pretrained(self.hparams.model)
+            trained_steps = generator.parts.scheduler.config.num_train_timesteps
+            if self.generation.ddim_steps > trained_steps:
+                raise InputError(
+                    f"ddim_steps {self.generation.ddim_steps} exceeds the {trained_steps} timesteps the model "
+                    "was trained with: fix --data.ddim_steps"
+                )
+            self.generator = generator
         self.mixture = mixture
 
     def setup(self, stage: str) -> None:
         self.load()
         if self.generator is not None and self.trainer is not None:
             if self.trainer.reload_dataloaders_every_n_epochs != 1:
-                raise InputError(
-                    "trainer.reload_dataloaders_every_n_epochs is "
-                    f"{self.trainer.reload_dataloaders_every_n_epochs}, but references are regenerated "
-                    "every round (epoch): set it to 1"
-                )
+                raise InputError("references are regenerated every round: set reload_dataloaders_every_n_epochs=1")
             self.generator.to(self.trainer.strategy.root_device)
 
     def estimate_magnitude(self, mask: torch.Tensor | None) -> torch.Tensor:

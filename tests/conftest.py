@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-# Never wait on the unreachable hub: a failed load must fail at once.
+# Never wait on the unreachable hub, and never find a real model in the developer's cache:
+# a hub load in the tests must fail, at once.
 os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="dgmo-hf-home-")
 
 import pytest  # noqa: E402
 

@@ -21,8 +21,10 @@ def run_expecting_error(root: Path, capsys: pytest.CaptureFixture, *args: str) -
         main(["fit", "--config", str(REPO / "configs/dgmo.yaml"), "--trainer.default_root_dir", str(root),
               *QUIET, *args])
     assert exit_.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    err = stderr.strip().splitlines()[-1]  # libraries may print progress above it
+    assert err.startswith("error: ")
     assert not root.exists() or not any(root.iterdir()), "a failed run left files behind"
     return err
 
@@ -51,6 +53,8 @@ def files(tmp_path: Path) -> dict[str, Path]:
         "nan": _wav(tmp_path / "nan.wav", nan, "FLOAT"),
         "good": _wav(tmp_path / "good.wav", noise),
         "short_reference": _wav(tmp_path / "short.wav", noise[:8000]),
+        # Opposite channels cancel in the mono mix down to one 16-bit step of residue.
+        "cancelling": _wav(tmp_path / "cancelling.wav", np.stack([noise, -noise + 3e-5], axis=1)),
     }
 
 
@@ -63,6 +67,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
         ("no_samples", "contains no samples"),
         ("silence", "is silent"),
         ("nan", "NaN or infinite"),
+        ("cancelling", "silent (peak below -90 dBFS once mixed to mono)"),
     ],
 )
 def test_bad_mixture_file(kind: str, fragment: str, files: dict[str, Path], tmp_path: Path,
@@ -127,3 +132,28 @@ def test_main_py_exits_2_with_one_line(files: dict[str, Path], tmp_path: Path) -
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: mixture '{files['missing']}' does not exist")
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--trainer.logger", "false"], "trainer.logger is off"),
+        (["--trainer.reload_dataloaders_every_n_epochs", "2"], "reload_dataloaders_every_n_epochs is 2"),
+        (["--trainer.precision", "bf16-true"], "trainer.precision bf16-true"),
+        (["--ckpt_path", "no/such.ckpt"], "checkpoint 'no/such.ckpt' does not exist"),
+    ],
+)
+def test_bad_trainer_setting(flags: list[str], fragment: str, files: dict[str, Path], tmp_path: Path,
+                             capsys: pytest.CaptureFixture) -> None:
+    """Trainer settings that would break the method or mix runs fail before anything is written."""
+    err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(files["good"]),
+                              "--data.references", f"[{files['good']}]", *flags)
+    assert fragment in err
+
+
+def test_more_ddim_steps_than_the_model_has(tiny_model: Path, files: dict[str, Path], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    """ddim_steps beyond the scheduler's training timesteps is named before anything is written."""
+    err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(files["good"]),
+                              "--data.model", str(tiny_model), "--data.ddim_steps", "1001")
+    assert "ddim_steps 1001 exceeds the 1000 timesteps" in err

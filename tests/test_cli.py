@@ -111,3 +111,32 @@ def test_print_config_shows_paper_defaults_and_overrides(capsys: pytest.CaptureF
     assert (data["noise_level"], data["guidance_scale"], data["steps_per_round"]) == (1.0, 5.0, 300)
     assert config["trainer"]["max_epochs"] == 3
     assert data["mixture"].endswith("demo_speech_and_dogs.wav") and Path(data["mixture"]).is_file()
+
+
+def test_output_is_the_mixture_under_the_final_thresholded_mask(tiny_model: Path, tmp_path: Path) -> None:
+    """The file is iSTFT(mixture magnitude x thresholded final mask, mixture phase), de-normalised."""
+    from dgmo_pl.audio.frontend import SpectrogramConfig, resynthesise
+    from dgmo_pl.data import DEMO_MIXTURE, load_mixture
+
+    # A large learning rate moves part of the mask below the threshold within a few steps.
+    run = fit(tmp_path, *tiny_args(tiny_model, ddim_steps=3, steps_per_round=4), "--model.lr", "0.5",
+              "--trainer.max_epochs", "2")
+    (ckpt,) = (run / "checkpoints").glob("*.ckpt")
+    logits = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]["mask_logits"]
+    mask = torch.sigmoid(logits)
+    mask = torch.where(mask >= 0.9, torch.ones_like(mask), mask)
+    assert ((mask > 0.5) & (mask < 0.9)).any(), "the mask should have moved below the threshold"
+    spec = SpectrogramConfig()
+    mixture = load_mixture(DEMO_MIXTURE, spec)
+    expected = resynthesise(mixture.magnitude * mask, mixture.phase, mixture.stats, spec)[0]
+    written = torch.from_numpy(sf.read(str(run / "separated" / "dog-barking.wav"), dtype="float32")[0])
+    assert (written - expected).abs().max() < 1.5 / 32768  # 16-bit quantisation
+
+
+def test_file_names_are_safe_everywhere() -> None:
+    """Queries become portable file names; Windows device names get a suffix."""
+    from callbacks.separated_audio import slugify
+
+    assert slugify("Dog barking, loudly!") == "dog-barking-loudly"
+    assert slugify("con") == "con-sound" and slugify("COM1") == "com1-sound"
+    assert slugify("???") == "separated"

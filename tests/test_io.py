@@ -159,8 +159,16 @@ def test_read_audio_silent_file(tmp_path):
     message = str(info.value)
     assert str(path) in message
     assert message.startswith("query audio ")
-    assert "is silent (every sample is zero)" in message
-    assert "nothing to separate" in message
+    assert "is silent (peak below -90 dBFS)" in message
+    assert "pass a recording with sound in it" in message
+
+
+def test_read_audio_near_silent_float_file(tmp_path):
+    """A float file at -200 dBFS is silence too: normalising it would only amplify noise."""
+    path = tmp_path / "faint.wav"
+    sf.write(path, np.full((RATE, 1), 1e-10, dtype=np.float32), RATE, subtype="FLOAT")
+    with pytest.raises(InputError, match="is silent"):
+        read_audio(path)
 
 
 def test_input_error_is_a_value_error():

@@ -159,3 +159,19 @@ def test_progress_bars_only_when_asked_or_on_a_terminal(generator: ReferenceGene
         generator.progress = None
     err = capsys.readouterr().err
     assert "DDIM inversion" in err and "guided DDIM denoising" in err
+
+
+def test_network_sees_each_timestep_in_order(generator: ReferenceGenerator, log_mel: torch.Tensor,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inversion predicts noise at t_2 .. t_n going up; denoising at t_n .. t_1 going down."""
+    seen: list[int] = []
+    original = generator._eps
+
+    def recording_eps(z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        seen.append(int(t))
+        return original(z, t, labels)
+
+    monkeypatch.setattr(generator, "_eps", recording_eps)
+    generator(log_mel, "dog barking", GenerationConfig(1, 10), torch.Generator().manual_seed(0))
+    schedule = [1 + 100 * i for i in range(10)]  # steps_offset 1, stride 1000 / 10
+    assert seen == schedule[1:] + schedule[::-1]

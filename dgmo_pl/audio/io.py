@@ -11,6 +11,9 @@ import torch
 
 from dgmo_pl.errors import InputError
 
+#: Peaks below -90 dBFS (one 16-bit step) count as silence: normalising them would amplify noise.
+SILENCE_PEAK = 10 ** (-90 / 20)
+
 
 def read_audio(path: str | os.PathLike, what: str = "audio file") -> tuple[torch.Tensor, int]:
     """Read an audio file and check that it holds usable samples.
@@ -24,7 +27,7 @@ def read_audio(path: str | os.PathLike, what: str = "audio file") -> tuple[torch
 
     Raises:
         InputError: The file is missing, empty, not audio, has no samples, holds NaN/inf values
-            or is entirely silent.
+            or is silent (peak below -90 dBFS).
     """
     path = Path(path)
     if path.is_dir():
@@ -44,8 +47,8 @@ def read_audio(path: str | os.PathLike, what: str = "audio file") -> tuple[torch
         raise InputError(f"{what} '{path}' contains no samples: pass a recording with sound in it")
     if not torch.isfinite(waveform).all():
         raise InputError(f"{what} '{path}' contains NaN or infinite samples: repair or re-export it")
-    if not waveform.abs().amax() > 0:
-        raise InputError(f"{what} '{path}' is silent (every sample is zero): there is nothing to separate")
+    if not waveform.abs().amax() >= SILENCE_PEAK:
+        raise InputError(f"{what} '{path}' is silent (peak below -90 dBFS): pass a recording with sound in it")
     return waveform, int(sample_rate)
 
 

@@ -60,7 +60,12 @@ def _is_hub_id(model: str) -> bool:
 
 
 def _advice(model: str) -> str:
-    if not Path(model).is_dir() and not _is_hub_id(model):
+    if Path(model).is_dir():
+        return (
+            f"the folder '{model}' is incomplete or damaged: re-create it (`python -m dgmo_pl.tiny DIR` for "
+            "the tiny model) or download it again, then pass it with `--data.model`"
+        )
+    if not _is_hub_id(model):
         return (
             f"'{model}' is neither an existing folder nor a hub id: check the path, or pass a hub id "
             "such as cvssp/audioldm or a folder in diffusers layout with `--data.model`"
