@@ -188,5 +188,7 @@ class SeparationDataModule(LightningDataModule):
             round_index = self.trainer.current_epoch if self.trainer is not None else 0
             mask = self.trainer.lightning_module.thresholded_mask() if round_index > 0 else None
             self.references = self.generate_references(round_index, mask)
-        batch = {"mixture_magnitude": self.mixture.magnitude, "references": self.references}
+        # Placed on the training device once per round, so the steps copy nothing.
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        batch = {"mixture_magnitude": self.mixture.magnitude.to(device), "references": self.references.to(device)}
         return DataLoader(_RoundDataset(batch, self.hparams.steps_per_round), batch_size=None)
