@@ -7,11 +7,10 @@ import warnings
 from pathlib import Path
 
 from lightning.pytorch import Trainer
-
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 from callbacks import MaskMonitor, SeparatedAudioWriter
-from dgmo_pl.data import SeparationDataModule
+from dgmo_pl.data import SeparationDataModule, check_round_reloading
 from dgmo_pl.errors import InputError
 from dgmo_pl.model import MaskSeparator
 
@@ -27,11 +26,7 @@ def check_trainer(trainer: Trainer) -> None:
             "trainer.logger is off, but each run's outputs go in the logger's new version folder: "
             "keep the default logger (TensorBoard)"
         )
-    if trainer.reload_dataloaders_every_n_epochs != 1:
-        raise InputError(
-            f"trainer.reload_dataloaders_every_n_epochs is {trainer.reload_dataloaders_every_n_epochs}, but "
-            "the references are regenerated every round (epoch): set it to 1"
-        )
+    check_round_reloading(trainer)
     precision = str(trainer.precision)
     if precision in LOW_PRECISION_WEIGHTS:
         raise InputError(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, Trainer
 from torch.utils.data import DataLoader, Dataset
 
 from dgmo_pl.audio import frontend as fe
@@ -73,6 +73,15 @@ def load_reference(path: str, mixture: Mixture, spec: fe.SpectrogramConfig) -> t
     return fe.diffusion_log_mel(magnitude, fe.mel_filterbank(spec), spec.n_frames)
 
 
+def check_round_reloading(trainer: Trainer) -> None:
+    """Rounds are epochs: the trainer must ask for a new data loader (new references) every epoch."""
+    if trainer.reload_dataloaders_every_n_epochs != 1:
+        raise InputError(
+            f"trainer.reload_dataloaders_every_n_epochs is {trainer.reload_dataloaders_every_n_epochs}, but "
+            "the references are regenerated every round (epoch): set it to 1"
+        )
+
+
 class _RoundDataset(Dataset):
     """The same batch, ``steps`` times: one round of mask optimisation."""
 
@@ -128,6 +137,7 @@ class SeparationDataModule(LightningDataModule):
         except ValueError as err:
             raise InputError(f"{err}: fix the --data setting") from None
         self.spec = fe.SpectrogramConfig()
+        self.mel_basis = fe.mel_filterbank(self.spec)
         self.mixture: Mixture | None = None
         self.generator: ReferenceGenerator | None = None
         self.fixed_references: torch.Tensor | None = None
@@ -163,8 +173,7 @@ class SeparationDataModule(LightningDataModule):
     def setup(self, stage: str) -> None:
         self.load()
         if self.generator is not None and self.trainer is not None:
-            if self.trainer.reload_dataloaders_every_n_epochs != 1:
-                raise InputError("references are regenerated every round: set reload_dataloaders_every_n_epochs=1")
+            check_round_reloading(self.trainer)
             self.generator.to(self.trainer.strategy.root_device)
 
     def estimate_magnitude(self, mask: torch.Tensor | None) -> torch.Tensor:
@@ -174,9 +183,7 @@ class SeparationDataModule(LightningDataModule):
 
     def generate_references(self, round_index: int, mask: torch.Tensor | None) -> torch.Tensor:
         """Reference log-mels for one round from the estimate under ``mask``: ``[K, 1, T, M]``."""
-        estimate = fe.diffusion_log_mel(
-            self.estimate_magnitude(mask), fe.mel_filterbank(self.spec), self.spec.n_frames
-        )
+        estimate = fe.diffusion_log_mel(self.estimate_magnitude(mask), self.mel_basis, self.spec.n_frames)
         seed = (torch.initial_seed() + round_index) % 2**63
         generator = torch.Generator().manual_seed(seed)
         return self.generator(estimate, self.query, self.generation, generator).cpu()

@@ -86,27 +86,26 @@ def test_diffusion_log_mel_shape(speech):
 # --- mel filterbank -----------------------------------------------------------------------------
 
 
+# Slaney's mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above.
+F_SP = 200.0 / 3.0
+MIN_LOG_HZ = 1000.0
+MIN_LOG_MEL = MIN_LOG_HZ / F_SP
+LOGSTEP = np.log(6.4) / 27.0
+
+
 def _slaney_hz_to_mel(f: np.ndarray) -> np.ndarray:
-    f_sp = 200.0 / 3.0
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
     f = np.asarray(f, dtype=np.float64)
-    mel = f / f_sp
-    high = f >= min_log_hz
-    mel[high] = min_log_mel + np.log(f[high] / min_log_hz) / logstep
+    mel = f / F_SP
+    high = f >= MIN_LOG_HZ
+    mel[high] = MIN_LOG_MEL + np.log(f[high] / MIN_LOG_HZ) / LOGSTEP
     return mel
 
 
 def _slaney_mel_to_hz(m: np.ndarray) -> np.ndarray:
-    f_sp = 200.0 / 3.0
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
     m = np.asarray(m, dtype=np.float64)
-    f = m * f_sp
-    high = m >= min_log_mel
-    f[high] = min_log_hz * np.exp(logstep * (m[high] - min_log_mel))
+    f = m * F_SP
+    high = m >= MIN_LOG_MEL
+    f[high] = MIN_LOG_HZ * np.exp(LOGSTEP * (m[high] - MIN_LOG_MEL))
     return f
 
 

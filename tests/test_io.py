@@ -74,13 +74,19 @@ def test_read_audio_mono_is_2d(tmp_path):
 # --- read_audio: bad inputs ---------------------------------------------------------------------
 
 
+def _read_error(path, **kwargs) -> str:
+    """The message of the InputError that reading ``path`` raises; it must name the path."""
+    with pytest.raises(InputError) as info:
+        read_audio(path, **kwargs)
+    message = str(info.value)
+    assert str(path) in message
+    return message
+
+
 def test_read_audio_missing_file(tmp_path):
     """A missing file raises InputError naming the path and asking for an existing file."""
     path = tmp_path / "nope.wav"
-    with pytest.raises(InputError) as info:
-        read_audio(path, what="mixture")
-    message = str(info.value)
-    assert str(path) in message
+    message = _read_error(path, what="mixture")
     assert message.startswith("mixture ")
     assert "does not exist" in message
     assert "pass the path of an existing audio file" in message
@@ -90,10 +96,7 @@ def test_read_audio_folder(tmp_path):
     """A folder (even one named like a wav file) raises InputError naming the path."""
     path = tmp_path / "folder.wav"
     path.mkdir()
-    with pytest.raises(InputError) as info:
-        read_audio(path)
-    message = str(info.value)
-    assert str(path) in message
+    message = _read_error(path)
     assert "is a folder" in message
     assert "pass the path of an audio file" in message
 
@@ -102,10 +105,7 @@ def test_read_audio_empty_file(tmp_path):
     """A 0-byte file raises InputError naming the path and asking for a non-empty file."""
     path = tmp_path / "empty.wav"
     path.write_bytes(b"")
-    with pytest.raises(InputError) as info:
-        read_audio(path)
-    message = str(info.value)
-    assert str(path) in message
+    message = _read_error(path)
     assert "is an empty file" in message
     assert "pass a non-empty audio file" in message
 
@@ -114,10 +114,7 @@ def test_read_audio_non_audio_file(tmp_path):
     """A text file renamed .wav raises InputError naming the path and the accepted formats."""
     path = tmp_path / "notes.wav"
     path.write_text("these are not the samples you are looking for\n" * 20)
-    with pytest.raises(InputError) as info:
-        read_audio(path)
-    message = str(info.value)
-    assert str(path) in message
+    message = _read_error(path)
     assert "could not be read as audio" in message
     assert "pass a wav, flac, ogg or mp3 file" in message
 
@@ -127,10 +124,7 @@ def test_read_audio_zero_frames(tmp_path):
     path = tmp_path / "hollow.wav"
     sf.write(path, np.zeros((0, 2), dtype=np.float32), RATE)
     assert path.stat().st_size > 0  # a header, but no samples
-    with pytest.raises(InputError) as info:
-        read_audio(path)
-    message = str(info.value)
-    assert str(path) in message
+    message = _read_error(path)
     assert "contains no samples" in message
     assert "pass a recording with sound in it" in message
 
@@ -142,10 +136,7 @@ def test_read_audio_non_finite_sample(tmp_path, bad):
     data[100, 1] = bad
     path = tmp_path / "broken.wav"
     sf.write(path, data, RATE, subtype="FLOAT")
-    with pytest.raises(InputError) as info:
-        read_audio(path)
-    message = str(info.value)
-    assert str(path) in message
+    message = _read_error(path)
     assert "contains NaN or infinite samples" in message
     assert "repair or re-export it" in message
 
@@ -154,10 +145,7 @@ def test_read_audio_silent_file(tmp_path):
     """An all-zero wav raises InputError naming the path and saying it is silent."""
     path = tmp_path / "silence.wav"
     sf.write(path, np.zeros((RATE, 2), dtype=np.float32), RATE)
-    with pytest.raises(InputError) as info:
-        read_audio(path, what="query audio")
-    message = str(info.value)
-    assert str(path) in message
+    message = _read_error(path, what="query audio")
     assert message.startswith("query audio ")
     assert "is silent (peak below -90 dBFS)" in message
     assert "pass a recording with sound in it" in message
