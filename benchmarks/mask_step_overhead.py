@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from callbacks import MaskMonitor  # noqa: E402
 from dgmo_pl.audio.frontend import diffusion_log_mel  # noqa: E402
-from dgmo_pl.data import _RoundDataset  # noqa: E402
+from dgmo_pl.rounds import RoundDataset  # noqa: E402
 from dgmo_pl.model import MaskSeparator  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def lightning_loop(data: dict[str, torch.Tensor], steps: int, root: str, monitor
     trainer = Trainer(max_epochs=1, log_every_n_steps=1, default_root_dir=root, enable_progress_bar=False,
                       enable_model_summary=False, enable_checkpointing=False, callbacks=callbacks,
                       accelerator="cpu")
-    loader = DataLoader(_RoundDataset(data, steps), batch_size=None)
+    loader = DataLoader(RoundDataset(data, steps), batch_size=None)
     trainer.fit(MaskSeparator(), train_dataloaders=loader)
     return timer.seconds / steps
 

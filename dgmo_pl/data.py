@@ -7,12 +7,13 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule, Trainer
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from dgmo_pl.audio import frontend as fe
 from dgmo_pl.audio.io import SILENCE_PEAK, read_audio
 from dgmo_pl.diffusion.references import GenerationConfig, ReferenceGenerator
 from dgmo_pl.errors import InputError
+from dgmo_pl.rounds import RoundDataset
 
 #: The demo mixture shipped with the package (see the README for its sources and licences).
 DEMO_MIXTURE = str(Path(__file__).parent / "assets" / "demo_speech_and_dogs.wav")
@@ -82,19 +83,6 @@ def check_round_reloading(trainer: Trainer) -> None:
         )
 
 
-class _RoundDataset(Dataset):
-    """The same batch, ``steps`` times: one round of mask optimisation."""
-
-    def __init__(self, batch: dict[str, torch.Tensor], steps: int) -> None:
-        self.batch, self.steps = batch, steps
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return self.batch
-
-
 class SeparationDataModule(LightningDataModule):
     """Supplies a mixture and, for each round, reference log-mels of the queried sound.
 
@@ -112,6 +100,7 @@ class SeparationDataModule(LightningDataModule):
         noise_level: Fraction of the schedule inverted (1.0 = all the way).
         guidance_scale: Classifier-free guidance scale.
         steps_per_round: Adam steps of mask optimisation per round.
+        steps_per_batch: Adam steps the module takes per loader batch (same steps, fewer loop turns).
     """
 
     def __init__(
@@ -125,6 +114,7 @@ class SeparationDataModule(LightningDataModule):
         noise_level: float = 1.0,
         guidance_scale: float = 5.0,
         steps_per_round: int = 300,
+        steps_per_batch: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -132,6 +122,8 @@ class SeparationDataModule(LightningDataModule):
             raise InputError(f"query {query!r} is empty: name the sound to separate, e.g. --data.query 'dog barking'")
         if steps_per_round < 1:
             raise InputError(f"steps_per_round {steps_per_round} must be at least 1: fix --data.steps_per_round")
+        if steps_per_batch < 1:
+            raise InputError(f"steps_per_batch {steps_per_batch} must be at least 1: fix --data.steps_per_batch")
         try:
             self.generation = GenerationConfig(num_references, ddim_steps, noise_level, guidance_scale)
         except ValueError as err:
@@ -198,4 +190,6 @@ class SeparationDataModule(LightningDataModule):
         # Placed on the training device once per round, so the steps copy nothing.
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         batch = {"mixture_magnitude": self.mixture.magnitude.to(device), "references": self.references.to(device)}
-        return DataLoader(_RoundDataset(batch, self.hparams.steps_per_round), batch_size=None)
+        return DataLoader(
+            RoundDataset(batch, self.hparams.steps_per_round, self.hparams.steps_per_batch), batch_size=None
+        )
