@@ -55,7 +55,7 @@ def separate_pair(audio_dir: Path, target: str, interferer: str, work: Path, *ov
               "--data.references", f"[{src_path}]", "--data.query", label(target),
               "--trainer.default_root_dir", str(work / "logs"), "--trainer.enable_progress_bar", "false",
               "--trainer.enable_model_summary", "false", *overrides])
-    (est_path,) = (work / "logs").glob("lightning_logs/version_*/separated/*.wav")
+    (est_path,) = (work / "logs").glob("lightning_logs/version_*/*/*.wav")
     estimate, source, mix = (read_audio(p)[0][0] for p in (est_path, src_path, mix_path))
     sdr_mix = float(signal_noise_ratio(mix, source))
     sdr_est = float(signal_noise_ratio(estimate, source))

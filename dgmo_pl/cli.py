@@ -5,15 +5,16 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from callbacks import MaskMonitor, SeparatedAudioWriter
 from dgmo_pl.data import SeparationDataModule, check_round_reloading
 from dgmo_pl.errors import InputError
 from dgmo_pl.model import MaskSeparator
-
 
 #: Precisions that would store the mask itself in 16 bits (its small Adam updates then vanish).
 LOW_PRECISION_WEIGHTS = ("bf16-true", "16-true", "transformer-engine", "transformer-engine-float16")
@@ -35,8 +36,30 @@ def check_trainer(trainer: Trainer) -> None:
         )
 
 
+class DGMOTrainer(Trainer):
+    """Lightning's Trainer, plus the ``references`` subcommand's work."""
+
+    def references(self, model: LightningModule, datamodule: LightningDataModule) -> list[Path]:
+        """Generate and store the first round's references of every query, without fitting a mask.
+
+        Round 0 depends only on the mixture, so it can run on another machine or ahead of
+        time; a later ``fit`` with the same settings finds it in the data module's cache.
+        """
+        if datamodule.generator is None:
+            raise InputError("--data.references are given, so there is nothing to generate: drop them")
+        if datamodule.cache.root is None:
+            raise InputError("--data.cache_dir is null, so references would not be kept: set a folder")
+        datamodule.generator.to(self.strategy.root_device)
+        datamodule.first_round_references()
+        return datamodule.first_round_paths()
+
+
 class DGMOCLI(LightningCLI):
-    """LightningCLI with DGMO's links, defaults and always-on callbacks."""
+    """LightningCLI with DGMO's links, defaults, always-on callbacks and one fit per query."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "references": {"model", "datamodule"}}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(SeparatedAudioWriter, "audio")
@@ -58,14 +81,55 @@ class DGMOCLI(LightningCLI):
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
             raise InputError(f"checkpoint '{ckpt_path}' does not exist: pass an existing --ckpt_path")
+        if ckpt_path and len(self.datamodule.queries) > 1:
+            raise InputError(
+                f"--ckpt_path resumes one query's mask, but {len(self.datamodule.queries)} queries were given: "
+                "pass the query of that checkpoint with --data.query"
+            )
         self.datamodule.load()
+
+    def fit(self, model: MaskSeparator, datamodule: SeparationDataModule, **kwargs: Any) -> None:
+        """Fit one mask per query, each with its own module, trainer and folder in one run folder.
+
+        The run folder is the one the configured logger would use (``<root>/lightning_logs/
+        version_N``); query ``q`` logs to TensorBoard, checkpoints and writes its audio in
+        ``<run folder>/<slug of q>/``.
+        """
+        run_dir = Path(self.trainer.log_dir)
+        for index, name in enumerate(datamodule.names):
+            if index:  # a fresh mask and fresh callbacks, built from the same configuration
+                self.config_init = self.parser.instantiate(self.config)
+                model = self.config_init[self.subcommand]["model"]
+            logger = TensorBoardLogger(run_dir, name="", version=name, default_hp_metric=False)
+            trainer = self.instantiate_trainer(logger=logger)
+            check_trainer(trainer)
+            datamodule.select(index)
+            trainer.fit(model, datamodule=datamodule, **kwargs)
+        print(f"run directory: {run_dir}")
+        for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+            print(f"  wrote {path}")
+
+    def before_references(self) -> None:
+        self.datamodule.load()
+
+    def references(self, model: MaskSeparator, datamodule: SeparationDataModule) -> None:
+        """Generate and store round 0's references (see :meth:`DGMOTrainer.references`)."""
+        for path in self.trainer.references(model, datamodule):
+            print(f"stored {path}")
 
 
 def main(args: ArgsType = None) -> None:
     """Run the command line; user mistakes end with a one-line message and exit status 2."""
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     try:
-        DGMOCLI(MaskSeparator, SeparationDataModule, args=args, save_config_kwargs={"overwrite": False})
+        DGMOCLI(
+            MaskSeparator,
+            SeparationDataModule,
+            trainer_class=DGMOTrainer,
+            args=args,
+            save_config_kwargs={"overwrite": False},
+            auto_configure_optimizers=False,
+        )
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

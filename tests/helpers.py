@@ -15,7 +15,8 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 def fit(root: Path, *args: str, config: str = "configs/dgmo.yaml") -> Path:
     """Run ``main.py fit`` in-process with outputs under ``root``; returns the new run folder."""
     before = set(run_dirs(root))
-    main(["fit", "--config", str(REPO / config), "--trainer.default_root_dir", str(root), *QUIET, *args])
+    main(["fit", "--config", str(REPO / config), "--trainer.default_root_dir", str(root),
+          "--data.cache_dir", str(root / "references"), *QUIET, *args])
     (new,) = set(run_dirs(root)) - before
     return new
 

@@ -20,12 +20,13 @@ ROUNDS, STEPS = 3, 7
 def tiny_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One run with the paper's defaults except fewer DDIM and Adam steps."""
     root = tmp_path_factory.mktemp("logs")
-    return fit(root, *tiny_args(tiny_model, ddim_steps=6, steps_per_round=STEPS), "--monitor.every_n_steps", "3")
+    run = fit(root, *tiny_args(tiny_model, ddim_steps=6, steps_per_round=STEPS), "--monitor.every_n_steps", "3")
+    return run / "dog-barking"
 
 
 def test_fit_writes_a_16khz_10s_finite_separation(tiny_run: Path) -> None:
     """The separated file is 16-bit, 16 kHz, mono, 10.24 s, finite and not silent."""
-    out = tiny_run / "separated" / "dog-barking.wav"
+    out = tiny_run / "dog-barking.wav"
     info = sf.info(str(out))
     assert (info.samplerate, info.channels, info.frames, info.subtype) == (16000, 1, 163840, "PCM_16")
     audio = torch.from_numpy(sf.read(str(out), dtype="float32")[0])
@@ -34,7 +35,7 @@ def test_fit_writes_a_16khz_10s_finite_separation(tiny_run: Path) -> None:
 
 def test_references_are_vocoded(tiny_run: Path) -> None:
     """The last round's K=4 references are written as audio when the model has a vocoder."""
-    refs = sorted((tiny_run / "separated" / "references").glob("*.wav"))
+    refs = sorted((tiny_run / "references").glob("*.wav"))
     assert [p.name for p in refs] == [f"dog-barking_{k}.wav" for k in range(4)]
     assert all(sf.info(str(p)).samplerate == 16000 for p in refs)
     assert all(abs(sf.read(str(p))[0]).max() > 0.01 for p in refs), "vocoded references are silent"
@@ -121,7 +122,7 @@ def test_output_is_the_mixture_under_the_final_thresholded_mask(tiny_model: Path
     # A large learning rate moves part of the mask below the threshold within a few steps.
     run = fit(tmp_path, *tiny_args(tiny_model, ddim_steps=3, steps_per_round=4), "--model.lr", "0.5",
               "--trainer.max_epochs", "2")
-    (ckpt,) = (run / "checkpoints").glob("*.ckpt")
+    (ckpt,) = (run / "dog-barking" / "checkpoints").glob("*.ckpt")
     logits = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]["mask_logits"]
     mask = torch.sigmoid(logits)
     mask = torch.where(mask >= 0.9, torch.ones_like(mask), mask)
@@ -129,13 +130,13 @@ def test_output_is_the_mixture_under_the_final_thresholded_mask(tiny_model: Path
     spec = SpectrogramConfig()
     mixture = load_mixture(DEMO_MIXTURE, spec)
     expected = resynthesise(mixture.magnitude * mask, mixture.phase, mixture.stats, spec)[0]
-    written = torch.from_numpy(sf.read(str(run / "separated" / "dog-barking.wav"), dtype="float32")[0])
+    written = torch.from_numpy(sf.read(str(run / "dog-barking" / "dog-barking.wav"), dtype="float32")[0])
     assert (written - expected).abs().max() < 1.5 / 32768  # 16-bit quantisation
 
 
 def test_file_names_are_safe_everywhere() -> None:
     """Queries become portable file names; Windows device names get a suffix."""
-    from callbacks.separated_audio import slugify
+    from dgmo_pl.naming import slugify
 
     assert slugify("Dog barking, loudly!") == "dog-barking-loudly"
     assert slugify("con") == "con-sound" and slugify("COM1") == "com1-sound"

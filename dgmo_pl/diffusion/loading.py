@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import snapshot_download
 from huggingface_hub.utils import validate_repo_id
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import AutoTokenizer, ClapTextModelWithProjection, PreTrainedTokenizerBase, SpeechT5HifiGan
 
+from dgmo_pl.diffusion.cache import folder_digest
 from dgmo_pl.errors import InputError
 
 #: ``model_index.json`` class names accepted as an AudioLDM (v1) folder.
@@ -150,3 +152,18 @@ def load_audioldm(model: str, dtype: torch.dtype = torch.float32) -> AudioLDMCom
             freeze(module)
     scheduler = _load(DDIMScheduler, model, "scheduler")
     return AudioLDMComponents(tokenizer=tokenizer, scheduler=scheduler, vocoder=vocoder, **parts)
+
+
+def model_revision(model: str) -> str:
+    """What identifies the weights of ``model``: a hub snapshot's commit, or a folder's content digest.
+
+    Raises:
+        ModelLoadError: A hub id that is not in the local hub cache.
+    """
+    if Path(model).is_dir():
+        return f"sha256:{folder_digest(model)}"
+    try:
+        folder = Path(snapshot_download(model, local_files_only=True))
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"cannot find the snapshot of '{model}' in the hub cache ({err}); {_advice(model)}") from None
+    return f"commit:{folder.name}"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from dataclasses import dataclass
+from typing import Iterator, Literal, get_args
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 from tqdm.auto import tqdm
 
 from dgmo_pl.diffusion.loading import AudioLDMComponents, load_audioldm
@@ -16,6 +19,13 @@ from dgmo_pl.diffusion.loading import AudioLDMComponents, load_audioldm
 LATENT_ALARM = 100.0
 #: ...and are then clamped to +-this, as the reference implementation does.
 LATENT_CLAMP = 10.0
+
+#: How the diffusion networks run, in Lightning's names: "-true" casts the weights, "-mixed"
+#: keeps fp32 weights under ``torch.autocast``. The DDIM arithmetic is fp32 in every mode.
+Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true"]
+#: Attention kernels: PyTorch's fused scaled-dot-product attention, or the plain matmul-softmax.
+Attention = Literal["sdpa", "eager"]
+_DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -53,24 +63,66 @@ class GenerationConfig:
 
 
 class ReferenceGenerator:
-    """Turns the current estimate's log-mel into K reference log-mels of the queried sound.
+    """Turns the current estimate's log-mel into K reference log-mels of each queried sound.
 
     The networks are frozen: eval mode, no trainable parameters, run under ``torch.no_grad``.
+    Batches of K references x queries x guidance branches go through the UNet together, in
+    calls of at most ``max_batch`` samples.
+
+    Args:
+        components: The loaded AudioLDM parts.
+        precision: How the networks run (see :data:`Precision`); the sampler stays fp32.
+        attention: Attention kernel of the UNet (see :data:`Attention`).
+        compile: Run the UNet through ``torch.compile``.
+        max_batch: Most samples per network call (``None``: no bound); bounds peak memory.
     """
 
-    def __init__(self, components: AudioLDMComponents) -> None:
+    def __init__(
+        self,
+        components: AudioLDMComponents,
+        precision: Precision = "32-true",
+        attention: Attention = "sdpa",
+        compile: bool = False,
+        max_batch: int | None = None,
+    ) -> None:
+        self.check_runtime(precision, attention, max_batch)
         self.parts = components
+        self.precision, self.attention, self.compiled, self.max_batch = precision, attention, compile, max_batch
         #: Show progress bars while generating; ``None``: only on a terminal.
         self.progress: bool | None = None
+        kind, mode = precision.split("-")
+        self._autocast_dtype = _DTYPES[kind] if mode == "mixed" else None
+        if self.weights_dtype(precision) != self.dtype:
+            self._networks_to(dtype=self.weights_dtype(precision))
+        self.parts.unet.set_attn_processor(AttnProcessor2_0() if attention == "sdpa" else AttnProcessor())
+        self._unet = torch.compile(self.parts.unet) if compile else self.parts.unet
 
-    def _steps(self, timesteps: torch.Tensor, desc: str) -> tqdm:
-        show = sys.stderr.isatty() if self.progress is None else self.progress
-        return tqdm(timesteps, desc=desc, leave=False, disable=not show)
+    @staticmethod
+    def check_runtime(precision: str, attention: str, max_batch: int | None) -> None:
+        """Raise ``ValueError`` naming a runtime setting that does not exist."""
+        if precision not in get_args(Precision):
+            raise ValueError(f"precision must be one of {', '.join(get_args(Precision))}, got {precision!r}")
+        if attention not in get_args(Attention):
+            raise ValueError(f"attention must be one of {', '.join(get_args(Attention))}, got {attention!r}")
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1 (or None for no bound), got {max_batch}")
+
+    @staticmethod
+    def weights_dtype(precision: str) -> torch.dtype:
+        """The networks' weights dtype under ``precision`` (fp32 unless "-true")."""
+        kind, mode = precision.split("-")
+        return _DTYPES[kind] if mode == "true" else torch.float32
 
     @classmethod
-    def from_pretrained(cls, model: str, dtype: torch.dtype = torch.float32) -> "ReferenceGenerator":
-        """Load from a hub id or a local diffusers folder (see :func:`load_audioldm`)."""
-        return cls(load_audioldm(model, dtype))
+    def from_pretrained(cls, model: str, precision: Precision = "32-true", **runtime: object) -> "ReferenceGenerator":
+        """Load from a hub id or a local diffusers folder (see :func:`load_audioldm`).
+
+        Args:
+            model: Hub id or folder.
+            precision: How the networks run (weights are loaded in their dtype).
+            **runtime: The constructor's other runtime settings (attention, compile, max_batch).
+        """
+        return cls(load_audioldm(model, cls.weights_dtype(precision)), precision, **runtime)
 
     @property
     def device(self) -> torch.device:
@@ -78,22 +130,46 @@ class ReferenceGenerator:
 
     @property
     def dtype(self) -> torch.dtype:
+        """The networks' weights dtype."""
         return self.parts.unet.dtype
+
+    @property
+    def numerics(self) -> dict[str, object]:
+        """The runtime settings that can change the references' values (not ``max_batch``)."""
+        return {"precision": self.precision, "attention": self.attention, "compile": self.compiled}
+
+    def _networks_to(self, *args: object, **kwargs: object) -> None:
+        for module in (self.parts.vae, self.parts.unet, self.parts.text_encoder, self.parts.vocoder):
+            if module is not None:
+                module.to(*args, **kwargs)
 
     def to(self, device: torch.device | str) -> "ReferenceGenerator":
         """Move the networks to ``device``."""
-        for module in (self.parts.vae, self.parts.unet, self.parts.text_encoder, self.parts.vocoder):
-            if module is not None:
-                module.to(device)
+        self._networks_to(device)
         return self
 
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self._autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+
+    def _steps(self, timesteps: torch.Tensor, desc: str) -> tqdm:
+        show = sys.stderr.isatty() if self.progress is None else self.progress
+        return tqdm(timesteps, desc=desc, leave=False, disable=not show)
+
+    def _chunks(self, *tensors: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
+        """The tensors cut along the batch into pieces of at most ``max_batch``."""
+        size = self.max_batch or tensors[0].shape[0]
+        yield from zip(*(t.split(size) for t in tensors))
+
     @staticmethod
-    def check_inputs(log_mel: torch.Tensor, query: str) -> None:
+    def check_inputs(log_mel: torch.Tensor, queries: str | list[str]) -> None:
         """Raise ``ValueError`` naming the first bad argument (settings check themselves)."""
         if log_mel.dim() != 4 or log_mel.shape[:2] != (1, 1):
             raise ValueError(f"log_mel must have shape [1, 1, frames, mels], got {list(log_mel.shape)}")
-        if not isinstance(query, str) or not query.strip():
-            raise ValueError(f"query must be a non-empty text, got {query!r}")
+        for query in [queries] if isinstance(queries, str) else queries or [None]:
+            if not isinstance(query, str) or not query.strip():
+                raise ValueError(f"each query must be a non-empty text, got {query!r}")
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
@@ -105,24 +181,31 @@ class ReferenceGenerator:
             truncation=True,
             return_tensors="pt",
         )
-        out = self.parts.text_encoder(
-            tok.input_ids.to(self.device), attention_mask=tok.attention_mask.to(self.device)
-        )
-        return F.normalize(out.text_embeds, dim=-1).to(self.dtype)
+        with self._autocast():
+            out = self.parts.text_encoder(
+                tok.input_ids.to(self.device), attention_mask=tok.attention_mask.to(self.device)
+            )
+        return F.normalize(out.text_embeds.float(), dim=-1)
 
     @torch.no_grad()
     def encode_mel(self, log_mel: torch.Tensor, k: int, generator: torch.Generator | None) -> torch.Tensor:
-        """K scaled VAE posterior samples of one log-mel: ``[1, 1, T, M] -> [K, C, T/4, M/4]``."""
-        posterior = self.parts.vae.encode(log_mel.to(self.device, self.dtype).expand(k, -1, -1, -1))
-        latents = posterior.latent_dist.sample(generator) * self.parts.vae.config.scaling_factor
+        """K scaled VAE posterior samples of one log-mel, fp32: ``[1, 1, T, M] -> [K, C, T/4, M/4]``."""
+        with self._autocast():
+            posterior = self.parts.vae.encode(log_mel.to(self.device, self.dtype)).latent_dist
+        # Sampled in fp32 on the CPU generator, so a seed gives the same noise on every device.
+        mean, std = posterior.mean.float(), posterior.std.float()
+        noise = torch.randn((k, *mean.shape[1:]), generator=generator).to(mean.device)
+        latents = (mean + std * noise) * self.parts.vae.config.scaling_factor
         if latents.abs().amax() > LATENT_ALARM:
             latents = latents.clamp(-LATENT_CLAMP, LATENT_CLAMP)
         return latents
 
     @torch.no_grad()
     def decode_mel(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents back to log-mels: ``[K, C, T/4, M/4] -> [K, 1, T, M]``."""
-        return self.parts.vae.decode(latents / self.parts.vae.config.scaling_factor).sample.float()
+        """Latents back to log-mels, fp32: ``[N, C, T/4, M/4] -> [N, 1, T, M]``."""
+        scaled = (latents / self.parts.vae.config.scaling_factor).to(self.dtype)
+        with self._autocast():
+            return torch.cat([self.parts.vae.decode(z).sample.float() for (z,) in self._chunks(scaled)])
 
     def _timesteps(self, config: GenerationConfig) -> torch.Tensor:
         """The last ``noise_level`` fraction of the DDIM schedule, from high to low noise."""
@@ -130,10 +213,17 @@ class ReferenceGenerator:
         return self.parts.scheduler.timesteps[-config.denoising_steps :]
 
     def _eps(self, latents: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.parts.unet(latents, t, encoder_hidden_states=None, class_labels=labels).sample
+        """Predicted noise, fp32, in network calls of at most ``max_batch`` samples: ``[N, C, H, W]``."""
+        out = []
+        with self._autocast():
+            for z, c in self._chunks(latents.to(self.dtype), labels.to(self.dtype)):
+                out.append(self._unet(z, t, encoder_hidden_states=None, class_labels=c).sample.float())
+        return torch.cat(out)
 
     @torch.no_grad()
-    def invert(self, latents: torch.Tensor, timesteps: torch.Tensor, empty: torch.Tensor) -> torch.Tensor:
+    def invert(
+        self, latents: torch.Tensor, timesteps: torch.Tensor, empty: torch.Tensor, desc: str = "DDIM inversion"
+    ) -> torch.Tensor:
         """DDIM inversion with the empty prompt, up the schedule (``len(timesteps) - 1`` calls).
 
         The reference implementation runs both guidance branches here with the same empty
@@ -142,7 +232,8 @@ class ReferenceGenerator:
         alphas = self.parts.scheduler.alphas_cumprod
         stride = self.parts.scheduler.config.num_train_timesteps // self.parts.scheduler.num_inference_steps
         labels = empty.expand(latents.shape[0], -1)
-        for t in self._steps(timesteps.flip(0)[1:], "DDIM inversion"):
+        latents = latents.float()
+        for t in self._steps(timesteps.flip(0)[1:], desc):
             a_t = float(alphas[int(t)])
             a_prev = float(alphas[max(0, int(t) - stride)])
             eps = self._eps(latents, t, labels)
@@ -152,20 +243,94 @@ class ReferenceGenerator:
 
     @torch.no_grad()
     def denoise(
-        self, latents: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor, empty: torch.Tensor, scale: float
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        text: torch.Tensor,
+        empty: torch.Tensor,
+        scale: float,
+        desc: str = "guided DDIM denoising",
     ) -> torch.Tensor:
-        """Text-guided DDIM denoising (eta 0) with classifier-free guidance, down the schedule."""
-        k = latents.shape[0]
+        """Text-guided DDIM denoising (eta 0) with classifier-free guidance, down the schedule.
+
+        Args:
+            latents: Inverted latents, ``[N, C, H, W]``.
+            timesteps: The schedule, high to low noise.
+            text: Text condition of each sample, ``[N, D]`` (or ``[1, D]`` for all).
+            empty: The empty prompt's condition, ``[1, D]``.
+            scale: Guidance scale (at most 1: the text branch alone).
+            desc: Progress bar label.
+        """
+        n = latents.shape[0]
         guided = scale > 1.0
-        labels = torch.cat([empty.expand(k, -1), text.expand(k, -1)]) if guided else text.expand(k, -1)
-        for t in self._steps(timesteps, "guided DDIM denoising"):
-            model_in = torch.cat([latents, latents]) if guided else latents
-            eps = self._eps(model_in, t, labels)
+        text = text.expand(n, -1)
+        labels = torch.cat([empty.expand(n, -1), text]) if guided else text
+        latents = latents.float()
+        for t in self._steps(timesteps, desc):
+            eps = self._eps(torch.cat([latents, latents]) if guided else latents, t, labels)
             if guided:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + scale * (cond - uncond)
             latents = self.parts.scheduler.step(eps, t, latents, eta=0.0).prev_sample
         return latents
+
+    @torch.no_grad()
+    def invert_estimate(
+        self, log_mel: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None, label: str = ""
+    ) -> torch.Tensor:
+        """Steps 1-2 of a round, which do not depend on the query: ``[1, 1, T, M] -> [K, C, T/4, M/4]``.
+
+        Args:
+            log_mel: Log-mel of the current estimate in diffusion layout.
+            config: Generation settings.
+            generator: Seeds the VAE posterior samples (the only randomness).
+            label: Prefix of the progress bar (e.g. the round).
+        """
+        self.check_inputs(log_mel, "-")
+        empty = self.encode_text([""])
+        latents = self.encode_mel(log_mel, config.num_references, generator)
+        return self.invert(latents, self._timesteps(config), empty, f"{label}DDIM inversion")
+
+    @torch.no_grad()
+    def generate(
+        self,
+        log_mel: torch.Tensor,
+        queries: list[str],
+        config: GenerationConfig = GenerationConfig(),
+        generator: torch.Generator | None = None,
+        inverted: torch.Tensor | None = None,
+        label: str = "",
+    ) -> torch.Tensor:
+        """Generate K references of each query from one estimate, sharing the inversion.
+
+        Args:
+            log_mel: Log-mel of the current estimate in diffusion layout, ``[1, 1, T, M]``.
+            queries: Texts naming the sounds to separate.
+            config: Generation settings.
+            generator: Seeds the VAE posterior samples (the only randomness).
+            inverted: Steps 1-2 already done by :meth:`invert_estimate` for this estimate, seed
+                and config, e.g. in an earlier call.
+            label: Prefix of the progress bars (e.g. the round).
+
+        Returns:
+            Reference log-mels ``[len(queries), K, 1, T, M]``, float32.
+        """
+        self.check_inputs(log_mel, queries)
+        # 1-2. VAE posterior samples of the estimate, DDIM-inverted with the empty prompt; the
+        #      same for every query.
+        if inverted is None:
+            inverted = self.invert_estimate(log_mel, config, generator, label)
+        k = inverted.shape[0]
+        # 3. Text conditions: each query for its K samples, and the empty prompt for guidance.
+        texts = self.encode_text([*queries, ""])
+        text, empty = texts[:-1].repeat_interleave(k, 0), texts[-1:]
+        # 4. Text-guided DDIM denoising of all queries' samples together.
+        latents = inverted.repeat(len(queries), 1, 1, 1)
+        latents = self.denoise(
+            latents, self._timesteps(config), text, empty, config.guidance_scale, f"{label}guided DDIM denoising"
+        )
+        # 5. Back to log-mels.
+        return self.decode_mel(latents).unflatten(0, (len(queries), k))
 
     @torch.no_grad()
     def __call__(
@@ -175,33 +340,14 @@ class ReferenceGenerator:
         config: GenerationConfig = GenerationConfig(),
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Generate K references of ``query`` from the estimate's log-mel.
-
-        Args:
-            log_mel: Log-mel of the current estimate in diffusion layout, ``[1, 1, T, M]``.
-            query: Text naming the sound to separate.
-            config: Generation settings.
-            generator: Seeds the VAE posterior samples (the only randomness).
-
-        Returns:
-            Reference log-mels ``[K, 1, T, M]``, float32.
-        """
+        """Generate K references of one query: ``[1, 1, T, M] -> [K, 1, T, M]`` (see :meth:`generate`)."""
         self.check_inputs(log_mel, query)
-        # 1. Text conditions: the query, and the empty prompt for inversion and guidance.
-        text, empty = self.encode_text([query, ""]).chunk(2)
-        # 2. One VAE posterior sample per reference, all references in one batch.
-        latents = self.encode_mel(log_mel, config.num_references, generator)
-        # 3. DDIM inversion with the empty prompt.
-        timesteps = self._timesteps(config)
-        latents = self.invert(latents, timesteps, empty)
-        # 4. Text-guided DDIM denoising.
-        latents = self.denoise(latents, timesteps, text, empty, config.guidance_scale)
-        # 5. Back to log-mels.
-        return self.decode_mel(latents)
+        return self.generate(log_mel, [query], config, generator)[0]
 
     @torch.no_grad()
     def vocode(self, log_mels: torch.Tensor) -> torch.Tensor | None:
         """Waveforms of log-mels with the model's vocoder, or ``None`` without one: ``[K, 1, T, M] -> [K, N]``."""
         if self.parts.vocoder is None:
             return None
-        return self.parts.vocoder(log_mels.squeeze(1).to(self.device, self.dtype)).float()
+        with self._autocast():
+            return self.parts.vocoder(log_mels.squeeze(1).to(self.device, self.dtype)).float()
