@@ -19,7 +19,7 @@ def run_expecting_error(root: Path, capsys: pytest.CaptureFixture, *args: str) -
     """Run ``fit`` and return its one-line error, checking the exit status and that nothing was written."""
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "--config", str(REPO / "configs/dgmo.yaml"), "--trainer.default_root_dir", str(root),
-              *QUIET, *args])
+              "--data.cache_dir", str(root / "references"), *QUIET, *args])
     assert exit_.value.code == 2
     stderr = capsys.readouterr().err
     assert "Traceback" not in stderr
@@ -157,3 +157,60 @@ def test_more_ddim_steps_than_the_model_has(tiny_model: Path, files: dict[str, P
     err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(files["good"]),
                               "--data.model", str(tiny_model), "--data.ddim_steps", "1001")
     assert "ddim_steps 1001 exceeds the 1000 timesteps" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--data.queries", '["dog barking", "rain", "dog barking"]'], "query 'dog barking' is listed twice"),
+        (["--data.queries", '["dog barking", " "]'], "query ' ' is empty"),
+        (["--data.max_batch", "0"], "max_batch must be at least 1 (or None for no bound), got 0"),
+    ],
+)
+def test_bad_query_or_runtime_setting(flags: list[str], fragment: str, files: dict[str, Path], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture) -> None:
+    """Bad query lists and runtime settings are named before anything is loaded or written."""
+    err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(files["good"]), *flags)
+    assert fragment in err
+
+
+def test_references_serve_one_query(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """True-source references with several queries are refused: whose would they be?"""
+    err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(files["good"]),
+                              "--data.references", f"[{files['good']}]", "--data.queries", '["a", "b"]')
+    assert "--data.references serve one query, but 2 queries were given" in err
+
+
+def test_a_checkpoint_resumes_one_query(tiny_model: Path, files: dict[str, Path], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture) -> None:
+    """--ckpt_path with several queries is refused: a checkpoint holds one query's mask."""
+    import torch
+
+    ckpt = tmp_path / "mask.ckpt"
+    torch.save({"state_dict": {}}, ckpt)
+    err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(files["good"]),
+                              "--data.model", str(tiny_model), "--data.queries", '["a", "b"]',
+                              "--ckpt_path", str(ckpt))
+    assert "--ckpt_path resumes one query's mask, but 2 queries were given" in err
+
+
+def test_unknown_diffusion_precision_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The argument parser names an unknown precision and the accepted ones."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(REPO / "configs/dgmo.yaml"), "--trainer.default_root_dir", str(tmp_path),
+              "--data.precision", "fp8"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "fp8" in err and "bf16-mixed" in err
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_references_subcommand_needs_a_cache_folder(tiny_model: Path, files: dict[str, Path], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """Generating references ahead with nowhere to keep them is refused."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["references", "--config", str(REPO / "configs/dgmo.yaml"), "--data.mixture", str(files["good"]),
+              "--data.model", str(tiny_model), "--data.cache_dir", "null",
+              "--trainer.default_root_dir", str(tmp_path / "logs")])
+    assert exit_.value.code == 2
+    assert "--data.cache_dir is null, so references would not be kept" in capsys.readouterr().err

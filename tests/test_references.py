@@ -175,3 +175,115 @@ def test_network_sees_each_timestep_in_order(generator: ReferenceGenerator, log_
     generator(log_mel, "dog barking", GenerationConfig(1, 10), torch.Generator().manual_seed(0))
     schedule = [1 + 100 * i for i in range(10)]  # steps_offset 1, stride 1000 / 10
     assert seen == schedule[1:] + schedule[::-1]
+
+
+def _reference_code_inversion(generator: ReferenceGenerator, latents: torch.Tensor, timesteps: torch.Tensor,
+                              empty: torch.Tensor, scale: float) -> torch.Tensor:
+    """The authors' inversion: both guidance branches run, each with the empty prompt."""
+    alphas = generator.parts.scheduler.alphas_cumprod
+    stride = 1000 // generator.parts.scheduler.num_inference_steps
+    labels = empty.expand(2 * latents.shape[0], -1)
+    for t in timesteps.flip(0)[1:]:
+        uncond, cond = generator._eps(torch.cat([latents, latents]), t, labels).chunk(2)
+        eps = uncond + scale * (cond - uncond)
+        a_t, a_prev = float(alphas[int(t)]), float(alphas[max(0, int(t) - stride)])
+        clean = (latents - (1 - a_prev) ** 0.5 * eps) / a_prev ** 0.5
+        latents = a_t ** 0.5 * clean + (1 - a_t) ** 0.5 * eps
+    return latents
+
+
+def test_one_branch_inversion_equals_the_reference_codes_two(generator: ReferenceGenerator,
+                                                            log_mel: torch.Tensor) -> None:
+    """Running the empty prompt once gives the doubled, guided inversion's latents at half the calls."""
+    config = GenerationConfig(3, 6)
+    latents = generator.encode_mel(log_mel, 3, torch.Generator().manual_seed(0))
+    empty = generator.encode_text([""])
+    timesteps = generator._timesteps(config)
+    ours = generator.invert(latents, timesteps, empty)
+    theirs = _reference_code_inversion(generator, latents, timesteps, empty, scale=5.0)
+    assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(ours, latents, atol=1e-2)
+
+
+def test_queries_generated_together_equal_each_alone(generator: ReferenceGenerator, log_mel: torch.Tensor) -> None:
+    """One shared inversion and one batched denoising give each query's references as if alone."""
+    config = GenerationConfig(2, 5)
+    together = generator.generate(log_mel, ["dog barking", "cat meowing", "rain"], config,
+                                  torch.Generator().manual_seed(3))
+    assert together.shape == (3, 2, 1, 1024, 64)
+    for index, query in enumerate(["dog barking", "cat meowing", "rain"]):
+        alone = generator(log_mel, query, config, torch.Generator().manual_seed(3))
+        assert torch.allclose(together[index], alone, rtol=1e-4, atol=1e-4), query
+
+
+def test_several_queries_batch_their_denoising(generator: ReferenceGenerator, log_mel: torch.Tensor) -> None:
+    """Three queries: one inversion at batch K, then denoising calls of 3 x 2K samples."""
+    batches, handle = _count_unet_batches(generator)
+    try:
+        generator.generate(log_mel, ["a", "b", "c"], GenerationConfig(2, 4), torch.Generator().manual_seed(0))
+    finally:
+        handle.remove()
+    assert batches == [2] * 3 + [12] * 4
+
+
+@pytest.mark.parametrize("bound", [1, 3, 5])
+def test_bounded_batches_give_the_same_references(tiny_model: Path, log_mel: torch.Tensor, bound: int) -> None:
+    """max_batch cuts every network call to at most that many samples; the references do not change."""
+    config = GenerationConfig(2, 4)
+    free = ReferenceGenerator.from_pretrained(str(tiny_model))
+    bounded = ReferenceGenerator.from_pretrained(str(tiny_model), max_batch=bound)
+    batches, handle = _count_unet_batches(bounded)
+    try:
+        ours = bounded.generate(log_mel, ["dog barking", "rain"], config, torch.Generator().manual_seed(0))
+    finally:
+        handle.remove()
+    assert max(batches) == min(bound, 8) and sum(batches) == 2 * 3 + 2 * 2 * 2 * 4
+    expected = free.generate(log_mel, ["dog barking", "rain"], config, torch.Generator().manual_seed(0))
+    # Log-mels span about 6: float rounding of other batch shapes stays below 1e-3.
+    assert torch.allclose(ours, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_eager_attention_matches_sdpa(tiny_model: Path, log_mel: torch.Tensor) -> None:
+    """The attention kernel is a speed choice: both give the same references to float tolerance."""
+    config = GenerationConfig(2, 4)
+    sdpa = ReferenceGenerator.from_pretrained(str(tiny_model))(log_mel, "dog", config, torch.Generator().manual_seed(0))
+    eager = ReferenceGenerator.from_pretrained(str(tiny_model), attention="eager")
+    assert type(next(iter(eager.parts.unet.attn_processors.values()))).__name__ == "AttnProcessor"
+    assert torch.allclose(eager(log_mel, "dog", config, torch.Generator().manual_seed(0)), sdpa, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("precision", "weights", "network"), [
+    ("bf16-true", torch.bfloat16, torch.bfloat16), ("16-true", torch.float16, torch.float16),
+    ("bf16-mixed", torch.float32, torch.bfloat16),
+])
+def test_precision_modes_keep_the_sampler_in_fp32(tiny_model: Path, log_mel: torch.Tensor, precision: str,
+                                                 weights: torch.dtype, network: torch.dtype) -> None:
+    """-true casts the weights, -mixed autocasts; latents, noise and outputs stay fp32 and close to fp32's."""
+    full = ReferenceGenerator.from_pretrained(str(tiny_model))
+    low = ReferenceGenerator.from_pretrained(str(tiny_model), precision=precision)
+    assert low.dtype == weights and low.parts.vae.dtype == weights and low.parts.text_encoder.dtype == weights
+    seen: list[torch.dtype] = []
+    handle = low.parts.unet.register_forward_hook(lambda m, a, out: seen.append(out.sample.dtype))
+    try:
+        latents = low.encode_mel(log_mel, 2, torch.Generator().manual_seed(0))
+        empty = low.encode_text([""])
+        eps = low._eps(latents, torch.tensor(501), empty.expand(2, -1))
+    finally:
+        handle.remove()
+    assert seen == [network] and latents.dtype == eps.dtype == empty.dtype == torch.float32
+    reference = full._eps(full.encode_mel(log_mel, 2, torch.Generator().manual_seed(0)), torch.tensor(501),
+                          full.encode_text([""]).expand(2, -1))
+    assert (eps - reference).norm() / reference.norm() < 0.05
+    refs = low(log_mel, "dog barking", GenerationConfig(2, 3), torch.Generator().manual_seed(0))
+    assert refs.dtype == torch.float32 and torch.isfinite(refs).all()
+
+
+def test_compiled_unet_gives_the_same_references(tiny_model: Path, log_mel: torch.Tensor) -> None:
+    """torch.compile is a speed choice: the references match the eager module's to float tolerance."""
+    config = GenerationConfig(1, 2)
+    plain = ReferenceGenerator.from_pretrained(str(tiny_model))(log_mel, "dog", config,
+                                                                torch.Generator().manual_seed(0))
+    compiled = ReferenceGenerator.from_pretrained(str(tiny_model), compile=True)
+    assert compiled._unet is not compiled.parts.unet
+    assert torch.allclose(compiled(log_mel, "dog", config, torch.Generator().manual_seed(0)), plain,
+                          rtol=1e-3, atol=1e-3)
