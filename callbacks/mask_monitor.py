@@ -1,4 +1,4 @@
-"""TensorBoard views of the mask converging: statistics every step, pictures every round."""
+"""TensorBoard views of the mask converging: statistics every few steps, pictures every round."""
 
 from __future__ import annotations
 
@@ -18,10 +18,16 @@ def _picture(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
 class MaskMonitor(Callback):
     """Logs mask statistics and, at the end of each round, images of the mask and log-mels.
 
-    Scalars: ``mask/mean`` and ``mask/above_half`` (fraction of bins above 0.5) every
-    ``every_n_steps`` steps of a round; ``mask/change_since_last_round`` (mean absolute change of
-    the thresholded mask) at each round's end. Images (TensorBoard only): ``round/mask``,
-    ``round/mixture``, ``round/estimate`` and ``round/mean_reference`` log-mels.
+    Scalars: ``mask/mean`` and ``mask/above_half`` (fraction of bins above 0.5) of the mask
+    after Adam steps 0, ``every_n_steps``, ``2 * every_n_steps``, ... of each round, logged at
+    those steps' numbers (``trainer.global_step`` counts Adam steps, as ``loss/train`` does);
+    ``mask/change_since_last_round`` (mean absolute change of the thresholded mask) at each
+    round's end. Images (TensorBoard only): ``round/mask``, ``round/mixture``,
+    ``round/estimate`` and ``round/mean_reference`` log-mels.
+
+    A loader batch may hold several Adam steps. The statistics stay exact per step: the mask
+    after a step inside a batch is read in ``on_before_optimizer_step`` of the next step (the
+    update has not happened yet), and after the batch's last step in ``on_train_batch_end``.
 
     Args:
         every_n_steps: Step interval of the mask statistics (each costs a pass over the mask:
@@ -33,22 +39,42 @@ class MaskMonitor(Callback):
             raise ValueError(f"every_n_steps must be at least 1, got {every_n_steps}")
         self.every_n_steps = every_n_steps
         self._last_round_mask: torch.Tensor | None = None
+        self._round_start = 0  # Adam steps taken before this round
+        self._batch_start = 0  # Adam steps taken before this batch
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._last_round_mask = pl_module.thresholded_mask()
 
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._round_start = trainer.global_step
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int
+    ) -> None:
+        self._batch_start = trainer.global_step
+
+    def on_before_optimizer_step(
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        # global_step counts completed steps: the mask is the one after step global_step - 1.
+        self._after_step(trainer, pl_module)
+
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: object, batch: object, batch_idx: int
     ) -> None:
-        if batch_idx % self.every_n_steps:
+        self._after_step(trainer, pl_module)
+
+    def _after_step(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Log the statistics of the mask after step ``global_step - 1`` if it is one of this batch's and due."""
+        step = trainer.global_step - 1
+        if step < self._batch_start or (step - self._round_start) % self.every_n_steps:
             return
         with torch.no_grad():
             mask = pl_module.mask()
             stats = {"mask/mean": float(mask.mean()), "mask/above_half": float((mask > 0.5).float().mean())}
         # Straight to the loggers: a metric given to self.log would be repeated at every step.
-        # global_step already counts this step's optimiser update; the loss was logged one lower.
         for logger in trainer.loggers:
-            logger.log_metrics(stats, step=trainer.global_step - 1)
+            logger.log_metrics(stats, step=step)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         mask = pl_module.thresholded_mask()

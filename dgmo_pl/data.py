@@ -134,7 +134,7 @@ class SeparationDataModule(LightningDataModule):
         noise_level: float = 1.0,
         guidance_scale: float = 5.0,
         steps_per_round: int = 300,
-        steps_per_batch: int = 1,
+        steps_per_batch: int = 10,
         cache_dir: str | None = "logs/references",
         precision: Precision = "32-true",
         attention: Attention = "sdpa",
