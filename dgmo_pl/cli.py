@@ -108,6 +108,9 @@ class DGMOCLI(LightningCLI):
         print(f"run directory: {run_dir}")
         for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
             print(f"  wrote {path}")
+        cache = datamodule.cache
+        if datamodule.generator is not None and cache.root is not None:
+            print(f"reference cache {cache.root}: {cache.hits} entries found, {cache.misses + cache.rejected} computed")
 
     def before_references(self) -> None:
         self.datamodule.load()
