@@ -206,13 +206,13 @@ def test_write_audio_clips_out_of_range_values(tmp_path):
 def test_write_audio_hands_clipped_samples_to_soundfile(tmp_path, monkeypatch):
     """The samples handed to soundfile are already within [-1, 1] (clipping does not rely on libsndfile)."""
     seen = []
-    real_write = audio_io.sf.write
+    real_write = audio_io.sf.SoundFile.write
 
     def spy(file, data, *args, **kwargs):
         seen.append(np.array(data, copy=True))
         return real_write(file, data, *args, **kwargs)
 
-    monkeypatch.setattr(audio_io.sf, "write", spy)
+    monkeypatch.setattr(audio_io.sf.SoundFile, "write", spy)
     write_audio(tmp_path / "loud.wav", torch.tensor([[2.0, -3.0, 0.5], [0.1, 7.0, -0.2]]), 16_000)
     assert len(seen) == 1
     np.testing.assert_array_equal(seen[0], np.array([[1.0, 0.1], [-1.0, 1.0], [0.5, -0.2]], dtype=np.float32))
@@ -252,12 +252,13 @@ def test_write_audio_crash_mid_write_keeps_old_file(tmp_path, monkeypatch):
     write_audio(path, torch.linspace(-0.5, 0.5, 1000), 16_000)
     before = path.read_bytes()
 
-    def half_write(file, *args, **kwargs):
-        with open(file, "wb") as handle:
-            handle.write(b"RIFF\x00\x00")  # half a header
+    real_write = audio_io.sf.SoundFile.write
+
+    def half_write(file, data, *args, **kwargs):
+        real_write(file, data[: len(data) // 2], *args, **kwargs)  # part of the samples reach the disk
         raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(audio_io.sf, "write", half_write)
+    monkeypatch.setattr(audio_io.sf.SoundFile, "write", half_write)
     with pytest.raises(KeyboardInterrupt):
         write_audio(path, torch.zeros(50), 16_000)
     assert path.read_bytes() == before
