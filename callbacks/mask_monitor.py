@@ -23,7 +23,7 @@ class MaskMonitor(Callback):
     those steps' numbers (``trainer.global_step`` counts Adam steps, as ``loss/train`` does);
     ``mask/change_since_last_round`` (mean absolute change of the thresholded mask) at each
     round's end. Images (TensorBoard only): ``round/mask``, ``round/mixture``,
-    ``round/estimate`` and ``round/mean_reference`` log-mels.
+    ``round/estimate`` and ``round/mean_reference`` log-mels (first query, first window of the fit).
 
     A loader batch may hold several Adam steps. The statistics stay exact per step: the mask
     after a step inside a batch is read in ``on_before_optimizer_step`` of the next step (the
@@ -90,15 +90,17 @@ class MaskMonitor(Callback):
         data = trainer.datamodule
         if not loggers or getattr(data, "references", None) is None:
             return  # images need the data module's mixture and references
+        # The first query's mask on the fit's first window.
+        mask = mask[0, 0]
         magnitude = data.mixture.magnitude.to(mask.device)
         n_frames = data.spec.n_frames
         with torch.no_grad():
             mixture = diffusion_log_mel(magnitude, pl_module.mel_basis, n_frames)[0, 0].T
             estimate = diffusion_log_mel(magnitude * mask, pl_module.mel_basis, n_frames)[0, 0].T
-        reference = data.references.float().mean(0)[0].T
+        reference = data.references[0, 0].float().mean(0)[0].T
         low, high = float(mixture.min()), float(mixture.max())
         images = {
-            "round/mask": _picture(mask[0], 0.0, 1.0),
+            "round/mask": _picture(mask, 0.0, 1.0),
             "round/mixture": _picture(mixture, low, high),
             "round/estimate": _picture(estimate, low, high),
             "round/mean_reference": _picture(reference, low, high),

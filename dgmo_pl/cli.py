@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import gc
 import sys
 import warnings
 from pathlib import Path
@@ -50,8 +52,7 @@ class DGMOTrainer(Trainer):
         if datamodule.cache.root is None:
             raise InputError("--data.cache_dir is null, so references would not be kept: set a folder")
         datamodule.generator.to(self.strategy.root_device)
-        datamodule.first_round_references()
-        return datamodule.first_round_paths()
+        return datamodule.store_first_round()
 
 
 class DGMOCLI(LightningCLI):
@@ -81,30 +82,55 @@ class DGMOCLI(LightningCLI):
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
             raise InputError(f"checkpoint '{ckpt_path}' does not exist: pass an existing --ckpt_path")
-        if ckpt_path and len(self.datamodule.queries) > 1:
+        if ckpt_path and len(self.datamodule.queries) > 1 and not self.model.hparams.joint:
             raise InputError(
                 f"--ckpt_path resumes one query's mask, but {len(self.datamodule.queries)} queries were given: "
                 "pass the query of that checkpoint with --data.query"
             )
+        if self.model.hparams.joint and len(self.datamodule.queries) < 2 and not self.model.hparams.residual:
+            raise InputError("--model.joint true needs two or more queries, or --model.residual true: "
+                             "pass --data.queries, or drop --model.joint")
         self.datamodule.load()
+        batches = len(self.datamodule.window_batches)
+        if ckpt_path and batches > 1:
+            raise InputError(
+                f"--ckpt_path resumes one fit, but the mixture takes {batches} fits of "
+                f"{self.datamodule.hparams.windows_per_fit} windows: resume a recording that fits in one "
+                "(raise --data.windows_per_fit)"
+            )
 
     def fit(self, model: MaskSeparator, datamodule: SeparationDataModule, **kwargs: Any) -> None:
-        """Fit one mask per query, each with its own module, trainer and folder in one run folder.
+        """Fit the masks of every query and window batch, each fit with its own module and trainer.
 
-        The run folder is the one the configured logger would use (``<root>/lightning_logs/
-        version_N``); query ``q`` logs to TensorBoard, checkpoints and writes its audio in
-        ``<run folder>/<slug of q>/``.
+        Independent masks: one fit per query and window batch; joint masks: one fit per window
+        batch for all queries. The run folder is the one the configured logger would use
+        (``<root>/lightning_logs/version_N``); each query (or the joint fit, ``joint``) logs to
+        TensorBoard, checkpoints and writes its audio in ``<run folder>/<name>/``, and, when the
+        recording takes several fits, each window batch logs in ``<name>/windows_<a>-<b>/``.
         """
         run_dir = Path(self.trainer.log_dir)
-        for index, name in enumerate(datamodule.names):
-            if index:  # a fresh mask and fresh callbacks, built from the same configuration
+        queries = range(len(datamodule.queries))
+        joint = bool(model.hparams.joint)
+        groups = [list(queries)] if joint else [[q] for q in queries]
+        batches = datamodule.window_batches
+        pristine = copy.deepcopy(model)  # every fit starts from the configured, untrained module
+        for g, group in enumerate(groups):
+            if g:  # fresh callbacks (their per-query state), built from the same configuration
                 self.config_init = self.parser.instantiate(self.config)
-                model = self.config_init[self.subcommand]["model"]
-            logger = TensorBoardLogger(run_dir, name="", version=name, default_hp_metric=False)
-            trainer = self.instantiate_trainer(logger=logger)
-            check_trainer(trainer)
-            datamodule.select(index)
-            trainer.fit(model, datamodule=datamodule, **kwargs)
+            name = "joint" if joint else datamodule.names[group[0]]
+            for b, windows in enumerate(batches):
+                version = name if len(batches) == 1 else f"{name}/windows_{windows[0] + 1}-{windows[-1] + 1}"
+                logger = TensorBoardLogger(run_dir, name="", version=version, default_hp_metric=False)
+                trainer = self.instantiate_trainer(logger=logger)
+                check_trainer(trainer)
+                datamodule.select(group, b)
+                model = copy.deepcopy(pristine)
+                trainer.fit(model, datamodule=datamodule, **kwargs)
+                # A finished fit's trainer, module and optimiser refer to each other: free their
+                # tensors now, or they pile up across the fits of a long recording until Python's
+                # collector runs.
+                del trainer, model
+                gc.collect()
         print(f"run directory: {run_dir}")
         for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
             print(f"  wrote {path}")

@@ -1,8 +1,8 @@
-"""The mixture and its reference spectrograms, served round by round to the mask's fit loop."""
+"""The mixture and its reference spectrograms, served round by round to the masks' fit loop."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -10,75 +10,28 @@ from lightning.pytorch import LightningDataModule, Trainer
 from torch.utils.data import DataLoader
 
 from dgmo_pl.audio import frontend as fe
-from dgmo_pl.audio.io import SILENCE_PEAK, read_audio
 from dgmo_pl.diffusion.cache import TensorCache, tensor_digest
 from dgmo_pl.diffusion.loading import model_revision
 from dgmo_pl.diffusion.provider import ReferenceProvider
 from dgmo_pl.diffusion.references import Attention, GenerationConfig, Precision, ReferenceGenerator
 from dgmo_pl.errors import InputError
 from dgmo_pl.naming import unique_slugs
+from dgmo_pl.recording import (
+    Mixture,
+    Recording,
+    aligned_recording,
+    load_mixture,
+    load_window,
+    open_recording,
+    reference_log_mel,
+)
 from dgmo_pl.rounds import RoundDataset
+
+__all__ = ["DEMO_MIXTURE", "DEMO_QUERY", "Mixture", "SeparationDataModule", "check_round_reloading", "load_mixture"]
 
 #: The demo mixture shipped with the package (see the README for its sources and licences).
 DEMO_MIXTURE = str(Path(__file__).parent / "assets" / "demo_speech_and_dogs.wav")
 DEMO_QUERY = "dog barking"
-
-
-@dataclass
-class Mixture:
-    """A mixture prepared for separation.
-
-    Attributes:
-        path: Where it was read from.
-        magnitude: Magnitude STFT of the normalised segment, ``[1, F, n_frames]``.
-        phase: Unit phase of all STFT frames, ``[1, F, T]`` complex.
-        stats: The normalisation statistics, to undo it on the output.
-        num_samples: Length at the model's rate before padding or cropping.
-        digest: Identifies the prepared content (part of the reference cache's keys).
-    """
-
-    path: Path
-    magnitude: torch.Tensor
-    phase: torch.Tensor
-    stats: fe.NormStats
-    num_samples: int
-    digest: str
-
-
-def load_mixture(path: str, spec: fe.SpectrogramConfig) -> Mixture:
-    """Read, mix down, resample, pad/crop, normalise and analyse a mixture file."""
-    waveform, rate = read_audio(path, "mixture")
-    num_samples = round(waveform.shape[-1] * spec.sample_rate / rate)
-    segment = fe.prepare_waveform(waveform, rate, spec)
-    if not (segment - segment.mean()).abs().amax() >= SILENCE_PEAK:
-        raise InputError(
-            f"mixture '{path}' is silent (peak below -90 dBFS once mixed to mono) in its first "
-            f"{spec.segment_seconds} s: pass a recording with sound in it"
-        )
-    normalised, stats = fe.normalise(segment, spec.peak)
-    magnitude, phase = fe.magnitude_and_phase(fe.stft(normalised, spec))
-    magnitude = magnitude[None, :, : spec.n_frames]
-    return Mixture(Path(path), magnitude, phase[None], stats, num_samples, tensor_digest(normalised))
-
-
-def load_reference(path: str, mixture: Mixture, spec: fe.SpectrogramConfig) -> torch.Tensor:
-    """Log-mel of a time-aligned reference recording, scaled as the mixture was: ``-> [1, 1, T, M]``.
-
-    Raises:
-        InputError: The file is unusable or its length differs from the mixture's.
-    """
-    waveform, rate = read_audio(path, "reference")
-    num_samples = round(waveform.shape[-1] * spec.sample_rate / rate)
-    if abs(num_samples - mixture.num_samples) > spec.hop_length:
-        raise InputError(
-            f"reference '{path}' lasts {num_samples / spec.sample_rate:.3f} s but mixture "
-            f"'{mixture.path}' lasts {mixture.num_samples / spec.sample_rate:.3f} s: "
-            "pass references time-aligned with the mixture and of the same length"
-        )
-    segment = fe.prepare_waveform(waveform, rate, spec)
-    scaled = (segment - mixture.stats.mean) * (spec.peak / mixture.stats.peak)
-    magnitude = fe.stft(scaled, spec).abs()[None]
-    return fe.diffusion_log_mel(magnitude, fe.mel_filterbank(spec), spec.n_frames)
 
 
 def check_round_reloading(trainer: Trainer) -> None:
@@ -91,22 +44,25 @@ def check_round_reloading(trainer: Trainer) -> None:
 
 
 class SeparationDataModule(LightningDataModule):
-    """Supplies a mixture and, for each round, reference log-mels of the queried sound.
+    """Supplies a mixture and, for each round, reference log-mels of the queried sounds.
 
-    The references of round 0 are generated from the mixture before any mask step; those of a
-    later round from the mixture masked by the previous round's thresholded mask. With several
-    queries, the command line fits one mask per query in turn (:meth:`select`); the model is
-    loaded once, and round 0, which depends only on the mixture, is generated for all queries
-    together. References are stored in ``cache_dir`` and reused when nothing that determines
-    them has changed. With ``references`` given, their log-mels serve every round and no
-    diffusion model is loaded.
+    A recording longer than the model's 10.24 s is cut into overlapping windows; each fit
+    optimises the masks of ``windows_per_fit`` of them (:attr:`fit_windows`) for one query, or
+    for all queries with joint masks (:attr:`fit_queries`; see :meth:`select`). The references
+    of round 0 are generated from the mixture window before any mask step; those of a later
+    round from the window masked by the previous round's mask. The model is loaded once; round
+    0, which depends only on the mixture, is generated for all queries of a window together.
+    References are stored in ``cache_dir`` and reused when nothing that determines them has
+    changed. With ``references`` given, their log-mels serve every round and no diffusion model
+    is loaded.
 
     Args:
-        mixture: Audio file to separate (any format soundfile reads, any rate and channels).
+        mixture: Audio file to separate (any format soundfile reads, any length, rate and channels).
         query: Text naming the sound to separate (ignored when ``queries`` is given).
         queries: Several texts, one separated output each.
-        references: Time-aligned recordings to use as references instead of generating them
-            (one query only).
+        references: Time-aligned recordings (true sources, any rate and channels, the mixture's
+            duration) to use as references instead of generating them: a list of files for one
+            query, or, with several queries, one list per query.
         model: AudioLDM hub id or local folder in diffusers layout.
         num_references: K, references generated per round.
         ddim_steps: DDIM steps of inversion and denoising.
@@ -114,6 +70,10 @@ class SeparationDataModule(LightningDataModule):
         guidance_scale: Classifier-free guidance scale.
         steps_per_round: Adam steps of mask optimisation per round.
         steps_per_batch: Adam steps the module takes per loader batch (same steps, fewer loop turns).
+        window_overlap: Seconds shared by consecutive windows of a long recording (cross-faded);
+            at most half a window.
+        windows_per_fit: Windows whose masks are optimised together in one fit (memory is bounded
+            by it, not by the recording's length).
         cache_dir: Folder of stored references (``null``: keep them in memory only).
         precision: How the diffusion networks run: ``32-true``, ``bf16-mixed``/``16-mixed``
             (autocast) or ``bf16-true``/``16-true`` (cast weights); the sampler stays fp32.
@@ -127,7 +87,7 @@ class SeparationDataModule(LightningDataModule):
         mixture: str = DEMO_MIXTURE,
         query: str = DEMO_QUERY,
         queries: list[str] | None = None,
-        references: list[str] | None = None,
+        references: list[str] | list[list[str]] | None = None,
         model: str = "cvssp/audioldm",
         num_references: int = 4,
         ddim_steps: int = 100,
@@ -135,6 +95,8 @@ class SeparationDataModule(LightningDataModule):
         guidance_scale: float = 5.0,
         steps_per_round: int = 300,
         steps_per_batch: int = 10,
+        window_overlap: float = 2.56,
+        windows_per_fit: int = 4,
         cache_dir: str | None = "logs/references",
         precision: Precision = "32-true",
         attention: Attention = "sdpa",
@@ -144,25 +106,35 @@ class SeparationDataModule(LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self._queries = self._check_queries(query, queries, references)
+        self._reference_files = self._check_references(references, self._queries)
         if steps_per_round < 1:
             raise InputError(f"steps_per_round {steps_per_round} must be at least 1: fix --data.steps_per_round")
         if steps_per_batch < 1:
             raise InputError(f"steps_per_batch {steps_per_batch} must be at least 1: fix --data.steps_per_batch")
+        if windows_per_fit < 1:
+            raise InputError(f"windows_per_fit {windows_per_fit} must be at least 1: fix --data.windows_per_fit")
+        self.spec = fe.SpectrogramConfig()
+        if not 0 <= window_overlap <= self.spec.segment_seconds / 2:
+            raise InputError(
+                f"window_overlap {window_overlap} s must be between 0 and half a window "
+                f"({self.spec.segment_seconds / 2} s): fix --data.window_overlap"
+            )
         try:
             self.generation = GenerationConfig(num_references, ddim_steps, noise_level, guidance_scale)
             ReferenceGenerator.check_runtime(precision, attention, max_batch)
         except ValueError as err:
             raise InputError(f"{err}: fix the --data setting") from None
-        self.spec = fe.SpectrogramConfig()
         self.mel_basis = fe.mel_filterbank(self.spec)
         self.cache = TensorCache(cache_dir)
-        self.query_index = 0
-        self.mixture: Mixture | None = None
+        self.recording: Recording | None = None
+        self.fit_queries: list[int] = [0]
+        self.fit_windows: list[int] = [0]
         self.generator: ReferenceGenerator | None = None
         self.provider: ReferenceProvider | None = None
-        self.fixed_references: torch.Tensor | None = None
+        self.reference_recordings: list[list[Recording]] = []
         self.references: torch.Tensor | None = None
-        self._first_round: list[torch.Tensor] | None = None
+        self._windows: dict[int, Mixture] = {}
+        self._first_round: dict[int, list[torch.Tensor]] = {}
 
     @staticmethod
     def _check_queries(query: str, queries: list[str] | None, references: list[str] | None) -> list[str]:
@@ -175,11 +147,28 @@ class SeparationDataModule(LightningDataModule):
         if len(set(texts)) < len(texts):
             twice = next(t for t in texts if texts.count(t) > 1)
             raise InputError(f"query {twice!r} is listed twice in --data.queries: list each query once")
-        if references and len(texts) > 1:
-            raise InputError(
-                f"--data.references serve one query, but {len(texts)} queries were given: separate one at a time"
-            )
         return texts
+
+    @staticmethod
+    def _check_references(references: list | None, queries: list[str]) -> list[list[str]]:
+        """The reference files of each query (none: generate them)."""
+        if not references:
+            return []
+        if all(isinstance(r, str) for r in references):
+            if len(queries) > 1:
+                raise InputError(
+                    f"--data.references lists files for one query, but {len(queries)} queries were given: "
+                    "give one list per query, e.g. '[[dog.wav], [speech.wav]]'"
+                )
+            return [list(references)]
+        if len(references) != len(queries) or not all(isinstance(r, list) and r for r in references):
+            raise InputError(
+                f"--data.references has {len(references)} entries for {len(queries)} queries: "
+                "give one non-empty list of files per query"
+            )
+        return [list(r) for r in references]
+
+    # --- what is fitted now ------------------------------------------------------------------
 
     @property
     def queries(self) -> list[str]:
@@ -193,38 +182,73 @@ class SeparationDataModule(LightningDataModule):
 
     @property
     def name(self) -> str:
-        """The current query's name (see :attr:`names`)."""
-        return self.names[self.query_index]
+        """The name of the first query of the current fit (see :attr:`names`)."""
+        return self.names[self.fit_queries[0]]
 
     @property
     def query(self) -> str:
-        """The query whose mask is being fitted (see :meth:`select`)."""
-        return self._queries[self.query_index]
+        """The first query of the current fit."""
+        return self._queries[self.fit_queries[0]]
 
-    def select(self, index: int) -> None:
-        """Serve the query ``queries[index]`` from now on."""
-        if not 0 <= index < len(self._queries):
-            raise IndexError(f"query index {index} out of range for {len(self._queries)} queries")
-        self.query_index = index
+    @property
+    def window_batches(self) -> list[list[int]]:
+        """The windows of each fit, in order (needs :meth:`load`)."""
+        n, size = self.recording.num_windows, self.hparams.windows_per_fit
+        return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+    def select(self, queries: int | Sequence[int], batch: int = 0) -> None:
+        """Serve queries ``queries`` (an index, or several for joint masks) and window batch ``batch``."""
+        chosen = [queries] if isinstance(queries, int) else list(queries)
+        if not chosen or not all(0 <= q < len(self._queries) for q in chosen):
+            raise IndexError(f"query indices {chosen} out of range for {len(self._queries)} queries")
+        self.load()
+        batches = self.window_batches
+        if not 0 <= batch < len(batches):
+            raise IndexError(f"window batch {batch} out of range for {len(batches)} batches")
+        if batches[batch] != self.fit_windows:
+            self._windows, self._first_round = {}, {}
+        self.fit_queries, self.fit_windows = chosen, batches[batch]
         self.references = None
 
+    def is_last_window_batch(self) -> bool:
+        """Whether the current fit holds the recording's last window."""
+        return self.fit_windows[-1] == self.recording.num_windows - 1
+
+    def window(self, index: int) -> Mixture:
+        """Window ``index`` of the mixture, prepared (kept while it belongs to the current fit)."""
+        if index not in self._windows:
+            mixture = load_window(self.recording, index, self.spec)
+            if index not in self.fit_windows:
+                return mixture
+            self._windows[index] = mixture
+        return self._windows[index]
+
+    @property
+    def mixture(self) -> Mixture:
+        """The first window of the current fit (the whole mixture when it fits one window)."""
+        return self.window(self.fit_windows[0])
+
+    # --- loading -----------------------------------------------------------------------------
+
     def load(self) -> None:
-        """Read and check every input and load the diffusion model, once.
+        """Check every input (streaming through the files once) and load the diffusion model, once.
 
         Called by the command line before training starts, so that bad input fails before any
         output is written.
         """
-        if self.mixture is not None:
+        if self.recording is not None:
             return
-        mixture = load_mixture(self.hparams.mixture, self.spec)
-        if self.hparams.references:
-            refs = [load_reference(p, mixture, self.spec) for p in self.hparams.references]
-            self.fixed_references = torch.cat(refs)
+        hp = self.hparams
+        recording = open_recording(hp.mixture, self.spec, hp.window_overlap)
+        if self._reference_files:
+            self.reference_recordings = [
+                [aligned_recording(p, recording, self.spec) for p in files] for files in self._reference_files
+            ]
         else:
-            self._load_generator(mixture)
-        self.mixture = mixture
+            self._load_generator()
+        self.recording = recording
 
-    def _load_generator(self, mixture: Mixture) -> None:
+    def _load_generator(self) -> None:
         hp = self.hparams
         generator = ReferenceGenerator.from_pretrained(
             hp.model, precision=hp.precision, attention=hp.attention, compile=hp.compile, max_batch=hp.max_batch
@@ -236,7 +260,7 @@ class SeparationDataModule(LightningDataModule):
                 "was trained with: fix --data.ddim_steps"
             )
         revision = model_revision(hp.model) if self.cache.root is not None else "unknown"
-        identity = ReferenceProvider.identity_of(hp.model, revision, mixture.digest, self.spec)
+        identity = ReferenceProvider.identity_of(hp.model, revision, self.spec)
         self.generator = generator
         self.provider = ReferenceProvider(generator, self.generation, self.cache, identity)
 
@@ -246,59 +270,96 @@ class SeparationDataModule(LightningDataModule):
             check_round_reloading(self.trainer)
             self.generator.to(self.trainer.strategy.root_device)
 
-    def estimate_magnitude(self, mask: torch.Tensor | None) -> torch.Tensor:
-        """The mixture magnitude under ``mask`` (none: the mixture itself): ``[1, F, T]``."""
-        magnitude = self.mixture.magnitude
-        return magnitude if mask is None else magnitude * mask.to(magnitude.device, magnitude.dtype)
+    # --- references --------------------------------------------------------------------------
 
     @staticmethod
     def round_seed(round_index: int) -> int:
         """Seed of a round's VAE samples: the run's seed (``seed_everything``) plus the round."""
         return (torch.initial_seed() + round_index) % 2**63
 
-    def _label(self, round_index: int, queries: list[str]) -> str:
+    def _label(self, round_index: int, window: int, queries: list[str]) -> str:
         rounds = self.trainer.max_epochs if self.trainer is not None else None
         of = f"/{rounds}" if rounds and rounds > 0 else ""
+        where = f"window {window + 1}/{self.recording.num_windows}, " if self.recording.num_windows > 1 else ""
         what = f"'{queries[0]}'" if len(queries) == 1 else f"{len(queries)} queries"
-        return f"round {round_index + 1}{of}, {what}: "
+        return f"round {round_index + 1}{of}, {where}{what}: "
 
-    def _mixture_log_mel(self) -> torch.Tensor:
-        return fe.diffusion_log_mel(self.estimate_magnitude(None), self.mel_basis, self.spec.n_frames)
+    def _log_mel(self, mixture: Mixture, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-mel of a window, under ``mask`` (``[F, T]``) if given: ``[1, 1, T, M]``."""
+        magnitude = mixture.magnitude if mask is None else mixture.magnitude * mask.to(mixture.magnitude)
+        return fe.diffusion_log_mel(magnitude, self.mel_basis, self.spec.n_frames)
 
-    def first_round_references(self) -> list[torch.Tensor]:
-        """Round 0's references of every query, generated together once: ``[K, 1, T, M]`` each."""
-        if self._first_round is None:
-            self.load()
-            self._first_round = self.provider.references(
-                self._mixture_log_mel(), self.queries, 0, self.round_seed(0), self._label(0, self.queries)
-            )
-        return self._first_round
+    def first_round_references(self, window: int) -> list[torch.Tensor]:
+        """Round 0's references of every query for one window, generated together once: ``[K, 1, T, M]`` each."""
+        if window not in self._first_round:
+            mixture = self.window(window)
+            refs = self.provider.references(
+                self._log_mel(mixture), self.queries, 0, self.round_seed(0), mixture.digest,
+                self._label(0, window, self.queries),
+            )  # fmt: skip
+            if window not in self.fit_windows:
+                return refs
+            self._first_round[window] = refs
+        return self._first_round[window]
 
-    def first_round_paths(self) -> list[Path]:
-        """Where round 0's references of each query are stored."""
-        digest = tensor_digest(self._mixture_log_mel())
-        keys = [self.provider.key("references", digest, 0, self.round_seed(0), q) for q in self.queries]
-        return [self.cache.path(key) for key in keys]
+    def store_first_round(self) -> list[Path]:
+        """Generate and store round 0 of every window and query; returns where each entry lies."""
+        paths = []
+        for window in range(self.recording.num_windows):
+            self.first_round_references(window)
+            mixture = self.window(window)
+            digest = tensor_digest(self._log_mel(mixture))
+            for query in self.queries:
+                key = self.provider.key("references", mixture.digest, digest, 0, self.round_seed(0), query)
+                paths.append(self.cache.path(key))
+        return paths
 
-    def generate_references(self, round_index: int, mask: torch.Tensor | None) -> torch.Tensor:
-        """The current query's references for one round from the estimate under ``mask``: ``[K, 1, T, M]``."""
-        if round_index == 0 and mask is None:
-            return self.first_round_references()[self.query_index]
-        estimate = fe.diffusion_log_mel(self.estimate_magnitude(mask), self.mel_basis, self.spec.n_frames)
-        label = self._label(round_index, [self.query])
-        (refs,) = self.provider.references(estimate, [self.query], round_index, self.round_seed(round_index), label)
-        return refs
+    def _fixed_references(self, query: int, window: int) -> torch.Tensor:
+        """Log-mels of query ``query``'s reference files for one window: ``[K, 1, T, M]``."""
+        mixture = self.window(window)
+        recordings = self.reference_recordings[query]
+        return torch.cat([reference_log_mel(r, mixture, self.spec, self.mel_basis) for r in recordings])
+
+    def generate_references(self, round_index: int, masks: torch.Tensor | None) -> torch.Tensor:
+        """The current fit's references for one round: ``[Q, W, K, 1, T, M]``.
+
+        Args:
+            round_index: The round (0: from the mixture).
+            masks: Round ``round_index - 1``'s output masks, ``[Q, W, F, T]`` (None in round 0).
+        """
+        if self.reference_recordings:
+            counts = {len(self.reference_recordings[q]) for q in self.fit_queries}
+            if len(counts) > 1:
+                raise InputError(
+                    "joint masks need as many --data.references files for every query: give each query the same number"
+                )
+            return torch.stack([torch.stack([self._fixed_references(q, w) for w in self.fit_windows])
+                                for q in self.fit_queries])
+        rows = []
+        for qi, query in enumerate(self.fit_queries):
+            row = []
+            for wi, window in enumerate(self.fit_windows):
+                if round_index == 0 and masks is None:
+                    row.append(self.first_round_references(window)[query])
+                    continue
+                mixture, text = self.window(window), self._queries[query]
+                (refs,) = self.provider.references(
+                    self._log_mel(mixture, masks[qi, wi]), [text], round_index, self.round_seed(round_index),
+                    mixture.digest, self._label(round_index, window, [text]),
+                )  # fmt: skip
+                row.append(refs)
+            rows.append(torch.stack(row))
+        return torch.stack(rows)
 
     def train_dataloader(self) -> DataLoader:
-        if self.fixed_references is not None:
-            self.references = self.fixed_references
-        else:
-            round_index = self.trainer.current_epoch if self.trainer is not None else 0
-            mask = self.trainer.lightning_module.thresholded_mask() if round_index > 0 else None
-            self.references = self.generate_references(round_index, mask)
+        round_index = self.trainer.current_epoch if self.trainer is not None else 0
+        masks = self.trainer.lightning_module.thresholded_mask() if round_index > 0 else None
+        if self.references is None or not self.reference_recordings:
+            self.references = self.generate_references(round_index, masks)
         # Placed on the training device once per round, so the steps copy nothing.
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        batch = {"mixture_magnitude": self.mixture.magnitude.to(device), "references": self.references.to(device)}
+        magnitude = torch.cat([self.window(w).magnitude for w in self.fit_windows])
+        batch = {"mixture_magnitude": magnitude.to(device), "references": self.references.to(device)}
         return DataLoader(
             RoundDataset(batch, self.hparams.steps_per_round, self.hparams.steps_per_batch), batch_size=None
         )

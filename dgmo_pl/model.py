@@ -1,4 +1,4 @@
-"""The mask of one mixture-query pair, optimised as a LightningModule (ALGORITHM.md section 3)."""
+"""The masks of one mixture and its queries, optimised as a LightningModule (ALGORITHM.md section 3)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,22 @@ from dgmo_pl.errors import InputError
 
 
 class MaskSeparator(LightningModule):
-    """A spectrogram mask fitted so that the masked mixture matches the reference log-mels.
+    """Spectrogram masks fitted so that the masked mixture matches the reference log-mels.
 
     The mask logits are the module's only parameter, so the optimiser and the checkpoint hold
     nothing else. Rounds are epochs: the data module serves a round's references for
     ``steps_per_round`` steps, then regenerates them from :meth:`thresholded_mask`.
+
+    The logits have shape ``[S, W, F, T]``: ``W`` windows of the recording fitted together (a
+    recording longer than the model's segment is cut into windows), and ``S`` masks per window:
+    one query's (the paper's independent masks), or, with ``joint``, one per query plus, with
+    ``residual``, one for everything else. Joint masks are a softmax over ``S``: per bin they
+    add up to one, so the outputs add up to the mixture. The sizes come from the data module
+    (:meth:`configure_model`); a module used on its own has one mask of one window.
+
+    The loss is the sum over queries and windows of the mean over K references of the MSE to
+    each, so that each window's mask gets the gradient it would get alone (and, Adam being
+    per-element, the same updates).
 
     Optimisation is manual: each loader batch carries ``"steps"``, the number of Adam steps to
     take on it, so that Lightning's per-batch work is shared by several steps. The updates are
@@ -27,8 +38,12 @@ class MaskSeparator(LightningModule):
 
     Args:
         lr: Adam learning rate (one optimiser for all rounds; its state carries over).
-        mask_init: Initial mask logit (sigmoid(3.0) is about 0.95).
-        threshold: After each round, mask values at or above it count as 1.0.
+        mask_init: Initial mask logit (sigmoid(3.0) is about 0.95; joint masks start equal).
+        threshold: After each round, mask values at or above it count as 1.0; in a joint
+            partition, a bin where one mask reaches it goes wholly to that mask (so the masks
+            still add up to one).
+        joint: Optimise the masks of all queries together as a partition of the mixture.
+        residual: With ``joint``, add an "everything else" mask (and output).
         spec: The front end; linked from the data module, not set by hand.
     """
 
@@ -37,6 +52,8 @@ class MaskSeparator(LightningModule):
         lr: float = 0.01,
         mask_init: float = 3.0,
         threshold: float = 0.9,
+        joint: bool = False,
+        residual: bool = False,
         spec: SpectrogramConfig = SpectrogramConfig(),
     ) -> None:
         super().__init__()
@@ -44,34 +61,82 @@ class MaskSeparator(LightningModule):
             raise InputError(f"lr {lr} must be positive: fix --model.lr")
         if not 0.0 < threshold <= 1.0:
             raise InputError(f"threshold {threshold} must be in (0, 1]: fix --model.threshold")
+        if residual and not joint:
+            raise InputError("residual is true but joint is false: the residual is part of a joint partition, "
+                             "set --model.joint true or drop --model.residual")
         self.save_hyperparameters(ignore=["spec"])
         self.automatic_optimization = False
         self.spec = spec
-        self.mask_logits = torch.nn.Parameter(torch.full((1, spec.n_freq, spec.n_frames), float(mask_init)))
+        self.mask_logits = torch.nn.Parameter(self._initial_logits(1, 1))
         self.register_buffer("mel_basis", mel_filterbank(spec), persistent=False)
 
+    def _initial_logits(self, masks: int, windows: int) -> torch.Tensor:
+        return torch.full((masks, windows, self.spec.n_freq, self.spec.n_frames), float(self.hparams.mask_init))
+
+    def mask_count(self, queries: int) -> int:
+        """Masks per window for a fit of ``queries`` queries."""
+        if not self.hparams.joint:
+            if queries != 1:
+                raise ValueError(f"independent masks fit one query at a time, got {queries}")
+            return 1
+        return queries + int(self.hparams.residual)
+
+    def configure_model(self) -> None:
+        """Size the logits for the queries and windows the data module serves in this fit."""
+        data = self.trainer.datamodule
+        if data is None or not hasattr(data, "fit_queries"):
+            return
+        shape = (self.mask_count(len(data.fit_queries)), len(data.fit_windows))
+        if tuple(self.mask_logits.shape[:2]) != shape:
+            self.mask_logits = torch.nn.Parameter(self._initial_logits(*shape).to(self.mask_logits.device))
+
     def mask(self) -> torch.Tensor:
-        """The soft mask in (0, 1): ``[1, F, T]``."""
+        """The soft masks in (0, 1): ``[S, W, F, T]`` (joint: summing to one over ``S``)."""
+        if self.hparams.joint:
+            return torch.softmax(self.mask_logits, dim=0)
         return torch.sigmoid(self.mask_logits)
 
     @torch.no_grad()
-    def thresholded_mask(self) -> torch.Tensor:
-        """The mask with values ``>= threshold`` set to 1, as used between rounds and for output.
+    def _output_masks(self) -> torch.Tensor:
+        """All masks after thresholding, residual included: ``[S, W, F, T]``.
 
-        The logits themselves are not changed, as in the reference implementation.
+        Independent masks: values ``>= threshold`` set to 1, the logits themselves unchanged, as
+        in the reference implementation. Joint masks: where one mask of a bin reaches the
+        threshold, the bin goes wholly to it (a one-hot partition), which is the same rule for
+        masks that must add up to one.
         """
         mask = self.mask().float()
+        confident = mask.amax(dim=0, keepdim=True) >= self.hparams.threshold
+        if self.hparams.joint:
+            winner = F.one_hot(mask.argmax(dim=0), mask.shape[0]).movedim(-1, 0).to(mask.dtype)
+            return torch.where(confident, winner, mask)
         return torch.where(mask >= self.hparams.threshold, torch.ones_like(mask), mask)
 
+    def thresholded_mask(self) -> torch.Tensor:
+        """Each query's mask as used between rounds and for output: ``[Q, W, F, T]`` (see :meth:`_output_masks`)."""
+        masks = self._output_masks()
+        return masks[: masks.shape[0] - int(self.hparams.joint and self.hparams.residual)]
+
+    def residual_mask(self) -> torch.Tensor | None:
+        """The "everything else" mask of a joint fit with a residual, ``[1, W, F, T]``; else None."""
+        return self._output_masks()[-1:] if self.hparams.joint and self.hparams.residual else None
+
     def forward(self, mixture_magnitude: torch.Tensor) -> torch.Tensor:
-        """Log-mel of the masked mixture: ``[1, F, T] -> [1, 1, T, M]``."""
-        return diffusion_log_mel(mixture_magnitude * self.mask(), self.mel_basis, self.spec.n_frames)
+        """Log-mel of the mixture under each query's mask: ``[W, F, T] -> [Q, W, 1, T, M]``."""
+        masks = self.mask()
+        masks = masks[: masks.shape[0] - int(self.hparams.joint and self.hparams.residual)]
+        masked = (mixture_magnitude * masks).flatten(0, 1)
+        log_mel = diffusion_log_mel(masked, self.mel_basis, self.spec.n_frames)
+        return log_mel.unflatten(0, masks.shape[:2])
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean over the K references of the MSE between each and the masked mixture's log-mel."""
-        references = batch["references"]
-        estimate = self(batch["mixture_magnitude"])
-        return F.mse_loss(estimate.float().expand_as(references), references.float())
+        """Sum over queries and windows of the mean MSE to the K references.
+
+        ``batch["mixture_magnitude"]`` is ``[W, F, T]``, ``batch["references"]`` ``[Q, W, K, 1, T, M]``.
+        """
+        references = batch["references"].float()
+        estimate = self(batch["mixture_magnitude"]).float().unsqueeze(2)  # [Q, W, 1, 1, T, M]
+        return (estimate - references).pow(2).mean(dim=(2, 3, 4, 5)).sum()
 
     def training_step(self, batch: dict[str, torch.Tensor | int], batch_idx: int) -> dict[str, torch.Tensor]:
         """Take ``batch["steps"]`` Adam steps (1 when absent) on the batch.

@@ -67,7 +67,7 @@ def files(tmp_path: Path) -> dict[str, Path]:
         ("no_samples", "contains no samples"),
         ("silence", "is silent"),
         ("nan", "NaN or infinite"),
-        ("cancelling", "silent (peak below -90 dBFS once mixed to mono)"),
+        ("cancelling", "silent (peak below -90 dBFS once mixed to mono: its channels cancel)"),
     ],
 )
 def test_bad_mixture_file(kind: str, fragment: str, files: dict[str, Path], tmp_path: Path,
@@ -165,6 +165,11 @@ def test_more_ddim_steps_than_the_model_has(tiny_model: Path, files: dict[str, P
         (["--data.queries", '["dog barking", "rain", "dog barking"]'], "query 'dog barking' is listed twice"),
         (["--data.queries", '["dog barking", " "]'], "query ' ' is empty"),
         (["--data.max_batch", "0"], "max_batch must be at least 1 (or None for no bound), got 0"),
+        (["--data.window_overlap", "6"], "window_overlap 6.0 s must be between 0 and half a window (5.12 s)"),
+        (["--data.window_overlap", "-1"], "window_overlap -1.0 s must be between 0"),
+        (["--data.windows_per_fit", "0"], "windows_per_fit 0 must be at least 1: fix --data.windows_per_fit"),
+        (["--model.residual", "true"], "residual is true but joint is false"),
+        (["--model.joint", "true"], "--model.joint true needs two or more queries, or --model.residual true"),
     ],
 )
 def test_bad_query_or_runtime_setting(flags: list[str], fragment: str, files: dict[str, Path], tmp_path: Path,
@@ -174,11 +179,35 @@ def test_bad_query_or_runtime_setting(flags: list[str], fragment: str, files: di
     assert fragment in err
 
 
-def test_references_serve_one_query(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """True-source references with several queries are refused: whose would they be?"""
+@pytest.mark.parametrize(
+    ("references", "fragment"),
+    [
+        ("[{good}]", "--data.references lists files for one query, but 2 queries were given"),
+        ("[[{good}]]", "--data.references has 1 entries for 2 queries"),
+        ("[[{good}], []]", "--data.references has 2 entries for 2 queries: give one non-empty list"),
+    ],
+)
+def test_references_need_one_list_per_query(references: str, fragment: str, files: dict[str, Path], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    """True-source references with several queries need one list per query: whose would they be?"""
     err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(files["good"]),
-                              "--data.references", f"[{files['good']}]", "--data.queries", '["a", "b"]')
-    assert "--data.references serve one query, but 2 queries were given" in err
+                              "--data.references", references.format(good=files["good"]),
+                              "--data.queries", '["a", "b"]')
+    assert fragment in err
+
+
+def test_a_checkpoint_resumes_one_fit_of_windows(files: dict[str, Path], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """--ckpt_path with a recording that takes several fits (here 30 s, one window a fit) is refused."""
+    import torch
+
+    long = _wav(tmp_path / "long.wav", np.tile(np.random.default_rng(1).normal(0, 0.1, 16000), 30).astype(np.float32))
+    ckpt = tmp_path / "mask.ckpt"
+    torch.save({"state_dict": {}}, ckpt)
+    err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(long),
+                              "--data.references", f"[{long}]", "--data.windows_per_fit", "1",
+                              "--ckpt_path", str(ckpt))
+    assert "--ckpt_path resumes one fit, but the mixture takes 4 fits of 1 windows" in err
 
 
 def test_a_checkpoint_resumes_one_query(tiny_model: Path, files: dict[str, Path], tmp_path: Path,

@@ -65,7 +65,7 @@ def test_checkpoint_holds_the_mask_only(tiny_run: Path) -> None:
     (ckpt,) = (tiny_run / "checkpoints").glob("*.ckpt")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert list(state["state_dict"]) == ["mask_logits"]
-    assert state["state_dict"]["mask_logits"].shape == (1, 513, 1024)
+    assert state["state_dict"]["mask_logits"].shape == (1, 1, 513, 1024)  # one mask, one window
     (opt,) = state["optimizer_states"]
     assert len(opt["param_groups"][0]["params"]) == 1 and len(opt["state"]) == 1
     # Mask + two Adam moments in fp32 is 6.3 MB; anything of the UNet or VAE would add more.
@@ -105,7 +105,7 @@ def test_print_config_shows_paper_defaults_and_overrides(capsys: pytest.CaptureF
               "--data.query", "cat meowing", "--print_config"])
     assert exit_.value.code in (0, None)
     config = yaml.safe_load(capsys.readouterr().out)
-    assert config["model"] == {"lr": 0.02, "mask_init": 3.0, "threshold": 0.9}
+    assert config["model"] == {"lr": 0.02, "mask_init": 3.0, "threshold": 0.9, "joint": False, "residual": False}
     data = config["data"]
     assert (data["query"], data["model"], data["num_references"], data["ddim_steps"]) == (
         "cat meowing", "cvssp/audioldm", 4, 100)

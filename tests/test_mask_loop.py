@@ -40,7 +40,7 @@ def plain(speech_dog_pair: dict[str, Path]) -> dict[str, object]:
     """A plain PyTorch loop of ROUNDS x STEPS Adam steps on the same batch: logits, losses, mask means."""
     data = _data(speech_dog_pair, 1)
     data.load()
-    batch = {"mixture_magnitude": data.mixture.magnitude, "references": data.fixed_references}
+    batch = {"mixture_magnitude": data.mixture.magnitude, "references": data.generate_references(0, None)}
     module = MaskSeparator()
     optimiser = torch.optim.Adam(module.parameters(), lr=0.01)
     losses, means = [], []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import asdict
 from typing import Any
 
@@ -25,29 +26,42 @@ class ReferenceProvider:
         generator: The loaded reference generator.
         config: Generation settings.
         cache: Where references and inversions are stored (a disabled cache keeps them in memory only).
-        identity: What identifies the inputs beyond the estimate: model id and revision, mixture
-            digest, front end; part of every key.
+        identity: What identifies the inputs beyond the mixture window and the estimate: model
+            id and revision, front end; part of every key.
+        max_inversions: Inversions kept in memory for reuse by later queries (the oldest are
+            dropped: memory must not grow with the recording's length; the cache keeps them all).
     """
 
     def __init__(
-        self, generator: ReferenceGenerator, config: GenerationConfig, cache: TensorCache, identity: dict[str, Any]
+        self,
+        generator: ReferenceGenerator,
+        config: GenerationConfig,
+        cache: TensorCache,
+        identity: dict[str, Any],
+        max_inversions: int = 16,
     ) -> None:
         self.generator, self.config, self.cache = generator, config, cache
         self.identity = {**identity, "generation": asdict(config), "numerics": generator.numerics}
-        self._inversions: dict[str, torch.Tensor] = {}
+        self.max_inversions = max_inversions
+        self._inversions: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     @staticmethod
-    def identity_of(model: str, revision: str, mixture_digest: str, spec: SpectrogramConfig) -> dict[str, Any]:
-        """The key fields shared by every entry of one mixture and model."""
-        return {"model": model, "revision": revision, "mixture": mixture_digest, "front_end": asdict(spec)}
+    def identity_of(model: str, revision: str, spec: SpectrogramConfig) -> dict[str, Any]:
+        """The key fields shared by every entry of one model and front end."""
+        return {"model": model, "revision": revision, "front_end": asdict(spec)}
 
-    def key(self, kind: str, estimate_digest: str, round_index: int, seed: int, query: str | None = None) -> dict:
+    def key(
+        self, kind: str, mixture: str, estimate_digest: str, round_index: int, seed: int, query: str | None = None
+    ) -> dict:
         """The cache key of an inversion (``query=None``) or of one query's references."""
-        key = {**self.identity, "kind": kind, "estimate": estimate_digest, "round": round_index, "seed": seed}
+        key = {
+            **self.identity, "kind": kind, "mixture": mixture, "estimate": estimate_digest,
+            "round": round_index, "seed": seed,
+        }  # fmt: skip
         return key if query is None else {**key, "query": query}
 
     def references(
-        self, estimate: torch.Tensor, queries: list[str], round_index: int, seed: int, label: str = ""
+        self, estimate: torch.Tensor, queries: list[str], round_index: int, seed: int, mixture: str, label: str = ""
     ) -> list[torch.Tensor]:
         """Reference log-mels of each query from one estimate, ``[K, 1, T, M]`` each, on the CPU.
 
@@ -56,14 +70,15 @@ class ReferenceProvider:
             queries: Texts naming the sounds.
             round_index: The round (part of the key).
             seed: Seeds the VAE posterior samples.
+            mixture: Digest of the mixture window the estimate comes from (part of the key).
             label: Progress bar prefix.
         """
         digest = tensor_digest(estimate)
-        keys = [self.key("references", digest, round_index, seed, q) for q in queries]
+        keys = [self.key("references", mixture, digest, round_index, seed, q) for q in queries]
         found = [self.cache.load(k) for k in keys]
         missing = [i for i, entry in enumerate(found) if entry is None]
         if missing:
-            inverted = self._inversion(estimate, digest, round_index, seed, label)
+            inverted = self._inversion(estimate, mixture, digest, round_index, seed, label)
             refs = self.generator.generate(
                 estimate, [queries[i] for i in missing], self.config, inverted=inverted, label=label
             ).cpu()
@@ -72,9 +87,11 @@ class ReferenceProvider:
                 self.cache.store(keys[i], found[i])
         return [entry["references"] for entry in found]
 
-    def _inversion(self, estimate: torch.Tensor, digest: str, round_index: int, seed: int, label: str) -> torch.Tensor:
+    def _inversion(
+        self, estimate: torch.Tensor, mixture: str, digest: str, round_index: int, seed: int, label: str
+    ) -> torch.Tensor:
         """Inverted latents of the estimate, from memory, the cache, or computed: ``[K, C, h, w]``."""
-        key = self.key("inversion", digest, round_index, seed)
+        key = self.key("inversion", mixture, digest, round_index, seed)
         name = key_digest(key)
         if name not in self._inversions:
             entry = self.cache.load(key)
@@ -83,4 +100,7 @@ class ReferenceProvider:
                 entry = {"latents": self.generator.invert_estimate(estimate, self.config, generator, label).cpu()}
                 self.cache.store(key, entry)
             self._inversions[name] = entry["latents"]
+            while len(self._inversions) > self.max_inversions:
+                self._inversions.popitem(last=False)
+        self._inversions.move_to_end(name)
         return self._inversions[name].to(self.generator.device)
