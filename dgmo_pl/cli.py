@@ -7,7 +7,7 @@ import gc
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
@@ -16,6 +16,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from callbacks import MaskMonitor, SeparatedAudioWriter
 from dgmo_pl.data import SeparationDataModule, check_round_reloading
 from dgmo_pl.errors import InputError
+from dgmo_pl.evaluation.manifest import Row, load_rows
+from dgmo_pl.evaluation.metrics import ClapScorer
+from dgmo_pl.evaluation.runner import collect, evaluate_rows, markdown, shard, summarise, write_reports
+from dgmo_pl.evaluation.shards import launch, single_device_trainer_settings
 from dgmo_pl.model import MaskSeparator
 
 #: Precisions that would store the mask itself in 16 bits (its small Adam updates then vanish).
@@ -55,12 +59,44 @@ class DGMOTrainer(Trainer):
         return datamodule.store_first_round()
 
 
+    def evaluate(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule,
+        manifest: str,
+        output_dir: str | None = None,
+        reference_source: Literal["diffusion", "true_source"] = "diffusion",
+        clap_model: str | None = "laion/clap-htsat-unfused",
+    ) -> None:
+        """Separate and score every row of a manifest (run as ``main.py evaluate``; see ``DGMOCLI.evaluate``).
+
+        Args:
+            model: The mask module's configuration (one fresh module per row and fit).
+            datamodule: The data settings; each row gets its mixture and query.
+            manifest: A CSV (``mixture``, ``query``, optional ``source``, ``id``) or a folder in
+                AudioSep's evaluation layout.
+            output_dir: Where rows and reports go (default ``<default_root_dir>/evaluation/<manifest
+                name>``); re-running into it skips the rows already done.
+            reference_source: ``diffusion`` (DGMO: references from the diffusion model) or
+                ``true_source`` (the row's source as the reference, to isolate the mask optimisation).
+            clap_model: CLAP model (hub id or folder) for CLAPScore; ``null`` or unloadable: skipped.
+        """
+        raise RuntimeError("evaluate runs through the command line: python main.py evaluate --manifest ...")
+
+
 class DGMOCLI(LightningCLI):
     """LightningCLI with DGMO's links, defaults, always-on callbacks and one fit per query."""
 
+    #: Trainer settings that override the configured ones in every fit (the evaluation's shards).
+    fit_settings: dict[str, Any] = {}
+
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        return {**LightningCLI.subcommands(), "references": {"model", "datamodule"}}
+        return {
+            **LightningCLI.subcommands(),
+            "references": {"model", "datamodule"},
+            "evaluate": {"model", "datamodule"},
+        }
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(SeparatedAudioWriter, "audio")
@@ -100,28 +136,38 @@ class DGMOCLI(LightningCLI):
             )
 
     def fit(self, model: MaskSeparator, datamodule: SeparationDataModule, **kwargs: Any) -> None:
+        """Fit the masks of every query and window batch (see :meth:`fit_all`), then list the files."""
+        run_dir = Path(self.trainer.log_dir)
+        self.fit_all(model, datamodule, run_dir, **kwargs)
+        print(f"run directory: {run_dir}")
+        for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+            print(f"  wrote {path}")
+        cache = datamodule.cache
+        if datamodule.generator is not None and cache.root is not None:
+            print(f"reference cache {cache.root}: {cache.hits} entries found, {cache.misses + cache.rejected} computed")
+
+    def fit_all(self, model: MaskSeparator, datamodule: SeparationDataModule, run_dir: Path, **kwargs: Any) -> None:
         """Fit the masks of every query and window batch, each fit with its own module and trainer.
 
         Independent masks: one fit per query and window batch; joint masks: one fit per window
-        batch for all queries. The run folder is the one the configured logger would use
-        (``<root>/lightning_logs/version_N``); each query (or the joint fit, ``joint``) logs to
-        TensorBoard, checkpoints and writes its audio in ``<run folder>/<name>/``, and, when the
-        recording takes several fits, each window batch logs in ``<name>/windows_<a>-<b>/``.
+        batch for all queries. Each query (or the joint fit, ``joint``) logs to TensorBoard,
+        checkpoints and writes its audio in ``<run_dir>/<name>/``, and, when the recording takes
+        several fits, each window batch logs in ``<name>/windows_<a>-<b>/``. ``run_dir`` is the
+        folder the configured logger would use (``<root>/lightning_logs/version_N``) for ``fit``.
         """
-        run_dir = Path(self.trainer.log_dir)
         queries = range(len(datamodule.queries))
         joint = bool(model.hparams.joint)
         groups = [list(queries)] if joint else [[q] for q in queries]
         batches = datamodule.window_batches
         pristine = copy.deepcopy(model)  # every fit starts from the configured, untrained module
         for g, group in enumerate(groups):
-            if g:  # fresh callbacks (their per-query state), built from the same configuration
-                self.config_init = self.parser.instantiate(self.config)
+            # Fresh callbacks (their per-query state), built from the same configuration.
+            self.config_init = self.parser.instantiate(self.config)
             name = "joint" if joint else datamodule.names[group[0]]
             for b, windows in enumerate(batches):
                 version = name if len(batches) == 1 else f"{name}/windows_{windows[0] + 1}-{windows[-1] + 1}"
                 logger = TensorBoardLogger(run_dir, name="", version=version, default_hp_metric=False)
-                trainer = self.instantiate_trainer(logger=logger)
+                trainer = self.instantiate_trainer(logger=logger, **self.fit_settings)
                 check_trainer(trainer)
                 datamodule.select(group, b)
                 model = copy.deepcopy(pristine)
@@ -131,12 +177,54 @@ class DGMOCLI(LightningCLI):
                 # collector runs.
                 del trainer, model
                 gc.collect()
-        print(f"run directory: {run_dir}")
-        for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
-            print(f"  wrote {path}")
-        cache = datamodule.cache
-        if datamodule.generator is not None and cache.root is not None:
-            print(f"reference cache {cache.root}: {cache.hits} entries found, {cache.misses + cache.rejected} computed")
+
+    def before_evaluate(self) -> None:
+        check_trainer(self.trainer)
+
+    def evaluate(
+        self,
+        model: MaskSeparator,
+        datamodule: SeparationDataModule,
+        manifest: str,
+        output_dir: str | None = None,
+        reference_source: str = "diffusion",
+        clap_model: str | None = "laion/clap-htsat-unfused",
+    ) -> None:
+        """Evaluate a manifest (see :meth:`DGMOTrainer.evaluate`); exit status 1 if any row failed."""
+        rows = load_rows(manifest)
+        if reference_source == "true_source" and (missing := [r.id for r in rows if r.source is None]):
+            raise InputError(f"--reference_source true_source needs a source for every row; rows {missing[:5]} "
+                             "have none: add a source column or use --reference_source diffusion")
+        root = Path(self.trainer.default_root_dir)
+        output = Path(output_dir) if output_dir else root / "evaluation" / Path(manifest).stem
+        scorer = ClapScorer.load(clap_model) if clap_model else None
+        if clap_model and scorer is None:
+            print(f"CLAPScore skipped: {ClapScorer.last_error}")
+
+        def separate(row: Row, folder: Path) -> Path:
+            sources = [str(row.source)] if reference_source == "true_source" else None
+            data = datamodule.for_recording(str(row.mixture), row.query, sources)
+            data.load()
+            self.fit_all(model, data, folder)
+            return folder / data.names[0] / f"{data.names[0]}.wav"
+
+        trainer_config = self.config[self.subcommand]["trainer"]
+        fabric = launch(trainer_config["accelerator"], trainer_config["devices"], trainer_config["num_nodes"])
+        if fabric.world_size > 1:
+            self.fit_settings = single_device_trainer_settings(fabric)
+        mine = shard(rows, fabric.global_rank, fabric.world_size)
+        evaluate_rows(mine, output, separate, scorer, process=fabric.global_rank)
+        fabric.barrier()
+        if fabric.global_rank:
+            return  # rank 0 merges and reports
+        results = collect(rows, output)
+        summary = summarise(results)
+        for path in write_reports(results, summary, output):
+            print(f"wrote {path}")
+        print(markdown(summary))
+        if failed := [r["id"] for r in results if r["status"] != "ok"]:
+            print(f"error: {len(failed)} of {len(rows)} rows failed ({', '.join(failed[:5])}); see results.csv")
+            raise SystemExit(1)
 
     def before_references(self) -> None:
         self.datamodule.load()

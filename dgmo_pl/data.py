@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -244,9 +245,23 @@ class SeparationDataModule(LightningDataModule):
             self.reference_recordings = [
                 [aligned_recording(p, recording, self.spec) for p in files] for files in self._reference_files
             ]
-        else:
+        elif self.generator is None:
             self._load_generator()
         self.recording = recording
+
+    def for_recording(self, mixture: str, query: str, references: list[str] | None = None) -> SeparationDataModule:
+        """A data module for another mixture and query with the same settings, sharing the loaded model.
+
+        For evaluating many mixtures in one process: the diffusion model is loaded once.
+        """
+        names = inspect.signature(type(self)).parameters
+        settings = {k: v for k, v in self.hparams.items() if k in names}  # not what LightningCLI adds
+        settings.update(mixture=mixture, query=query, queries=None, references=references)
+        other = type(self)(**settings)
+        if not references:
+            self.load()
+            other.generator, other.provider = self.generator, self.provider
+        return other
 
     def _load_generator(self) -> None:
         hp = self.hparams

@@ -1,0 +1,187 @@
+"""Evaluating a manifest: separate each row, score it, keep the results on disk, summarise.
+
+Each row's results live in ``<output>/rows/<id>/``: the separation run, and ``metrics.json``
+(written last, atomically) once the row is done, or ``error.json`` if it failed. A re-run skips
+the rows that have ``metrics.json`` and retries the others, so an interrupted evaluation finishes
+where it stopped. Rows are sharded across processes by index (``rank::world``); any process can
+then merge what is on disk into the reports.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dgmo_pl.audio import frontend as fe
+from dgmo_pl.audio.io import read_audio
+from dgmo_pl.evaluation.manifest import Row
+from dgmo_pl.evaluation.metrics import ClapScorer, separation_metrics
+
+#: Separates one row into a folder; returns the separated file.
+Separate = Callable[[Row, Path], Path]
+#: Per-row metrics, in report order.
+METRICS = ("sdr", "sdri", "si_sdr", "si_sdri", "clap_score")
+
+
+def write_text_atomically(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in its folder (never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def row_folder(output: Path, row: Row) -> Path:
+    return output / "rows" / row.id
+
+
+def shard(rows: list[Row], rank: int, world: int) -> list[Row]:
+    """The rows process ``rank`` of ``world`` evaluates: every ``world``-th from ``rank``."""
+    return rows[rank::world]
+
+
+def aligned(estimate: Path, other: Path, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(estimate, other)`` at the estimate's rate, the same channels and length: ``[C, N]`` each.
+
+    ``other`` (the mixture or the true source) is resampled to the estimate's rate; if the channel
+    counts differ, both are mixed to mono; both are cut to the shorter length.
+    """
+    est, est_rate = read_audio(estimate, "separated file")
+    ref, ref_rate = read_audio(other, what)
+    ref = fe.resample(ref, ref_rate, est_rate)
+    if est.shape[0] != ref.shape[0]:
+        est, ref = est.mean(0, keepdim=True), ref.mean(0, keepdim=True)
+    n = min(est.shape[-1], ref.shape[-1])
+    return est[..., :n].double(), ref[..., :n].double()
+
+
+def score_row(row: Row, separated: Path, scorer: ClapScorer | None) -> dict[str, float]:
+    """The row's metrics: SDR, SDRi, SI-SDR, SI-SDRi against its true source (if any), CLAPScore (if a model)."""
+    metrics: dict[str, float] = {}
+    if row.source is not None:
+        estimate, source = aligned(separated, row.source, "source")
+        _, mixture = aligned(separated, row.mixture, "mixture")
+        metrics.update(separation_metrics(mixture.float(), source.float(), estimate.float()))
+    if scorer is not None:
+        audio, rate = read_audio(separated, "separated file")
+        metrics["clap_score"] = scorer.score(audio.mean(0), rate, row.query)
+    return metrics
+
+
+def evaluate_rows(
+    rows: list[Row], output: Path, separate: Separate, scorer: ClapScorer | None, process: int = 0
+) -> None:
+    """Separate and score each row not yet done, recording failures instead of stopping.
+
+    ``process`` (the evaluating process's rank) is recorded with each row's result.
+    """
+    for row in rows:
+        folder = row_folder(output, row)
+        if (folder / "metrics.json").is_file():
+            continue
+        if folder.exists():  # an unfinished attempt of our own: start the row afresh
+            shutil.rmtree(folder)
+        try:
+            separated = separate(row, folder)
+            record = {"id": row.id, "query": row.query, "output": str(separated), "process": process,
+                      **score_row(row, separated, scorer)}  # fmt: skip
+        except Exception as err:  # noqa: BLE001 - every failure is recorded and counted, never dropped
+            error = {"id": row.id, "query": row.query, "error": f"{type(err).__name__}: {err}",
+                     "traceback": traceback.format_exc()}  # fmt: skip
+            write_text_atomically(folder / "error.json", json.dumps(error, indent=2))
+            print(f"row {row.id} failed: {error['error']}")
+            continue
+        write_text_atomically(folder / "metrics.json", json.dumps(record, indent=2))
+
+
+def collect(rows: list[Row], output: Path) -> list[dict[str, Any]]:
+    """Every row's result from disk, in manifest order: metrics, or the error, or ``missing``."""
+    results = []
+    for row in rows:
+        folder = row_folder(output, row)
+        if (folder / "metrics.json").is_file():
+            record = json.loads((folder / "metrics.json").read_text())
+            results.append({"status": "ok", **record})
+        elif (folder / "error.json").is_file():
+            error = json.loads((folder / "error.json").read_text())
+            results.append({"id": row.id, "query": row.query, "status": "failed", "error": error["error"]})
+        else:
+            results.append({"id": row.id, "query": row.query, "status": "failed", "error": "not evaluated"})
+    return results
+
+
+def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per metric: mean, median and count over the rows that have it; then the failures."""
+    summary = []
+    for metric in METRICS:
+        values = [r[metric] for r in results if r["status"] == "ok" and metric in r]
+        if values:
+            summary.append({"metric": metric, "mean": statistics.fmean(values),
+                            "median": statistics.median(values), "count": len(values)})  # fmt: skip
+    failures = sum(r["status"] != "ok" for r in results)
+    summary.append({"metric": "failures", "mean": math.nan, "median": math.nan, "count": failures})
+    return summary
+
+
+def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def markdown(summary: list[dict[str, Any]]) -> str:
+    """The summary as a Markdown table."""
+    lines = ["| metric | mean | median | count |", "| --- | ---: | ---: | ---: |"]
+    for s in summary:
+        if s["metric"] == "failures":
+            lines.append(f"| failures | | | {s['count']} |")
+        else:
+            lines.append(f"| {s['metric']} | {s['mean']:.3f} | {s['median']:.3f} | {s['count']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(results: list[dict[str, Any]], summary: list[dict[str, Any]], output: Path) -> list[Path]:
+    """``results.csv`` (one line per row), ``summary.csv``, ``summary.md`` and TensorBoard scalars."""
+    columns = ["id", "query", "status", *METRICS, "output", "error"]
+    paths = [
+        write_text_atomically(output / "results.csv", _csv(results, columns)),
+        write_text_atomically(output / "summary.csv", _csv(summary, ["metric", "mean", "median", "count"])),
+        write_text_atomically(output / "summary.md", markdown(summary)),
+    ]
+    _tensorboard(results, summary, output / "tensorboard")
+    return paths
+
+
+def _tensorboard(results: list[dict[str, Any]], summary: list[dict[str, Any]], folder: Path) -> None:
+    """Per-row metrics at the row's index, and the summary's means (step 0), in a fresh event file."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(folder)) as writer:
+        for index, result in enumerate(results):
+            for metric in METRICS:
+                if result["status"] == "ok" and metric in result:
+                    writer.add_scalar(f"rows/{metric}", result[metric], index)
+        for s in summary:
+            value = s["count"] if s["metric"] == "failures" else s["mean"]
+            writer.add_scalar(f"summary/{s['metric']}", value, 0)
+        writer.add_text("summary", markdown(summary), 0)
