@@ -47,7 +47,6 @@ import json
 import logging
 import math
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -60,9 +59,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import yaml  # noqa: E402
+from common import MIB, peak_rss_mib  # noqa: E402
 
 #: The two recordings mixed: the queried sound (its file is the true-source reference) first.
 TARGET = "ovos__dogs-barking__1.wav"
@@ -72,7 +73,6 @@ SAMPLE_RATE = 44100
 CHANNELS = 2
 CONFIG = REPO / "configs" / "dgmo.yaml"
 MODES = ("true-source", "tiny")
-MIB = 1024 * 1024
 #: Few mask steps, so that a 10-minute recording runs in minutes (2 rounds x 5 Adam steps a fit).
 FAST = [
     "--data.steps_per_round", "5", "--data.steps_per_batch", "5", "--trainer.max_epochs", "2",
@@ -91,17 +91,6 @@ def default_windows() -> tuple[float, int]:
     """``(window_overlap seconds, windows_per_fit)`` of configs/dgmo.yaml (the runs keep them)."""
     data = yaml.safe_load(CONFIG.read_text())["data"]
     return float(data["window_overlap"]), int(data["windows_per_fit"])
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set size so far, MiB (``VmHWM`` on Linux, else ``ru_maxrss``)."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MIB if sys.platform == "darwin" else peak / 1024
 
 
 # --- inputs ---------------------------------------------------------------------------------------

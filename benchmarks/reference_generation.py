@@ -48,7 +48,6 @@ import io
 import json
 import logging
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -74,6 +73,7 @@ from dgmo_pl.diffusion.references import GenerationConfig, ReferenceGenerator  #
 from dgmo_pl.tiny import save_full_audioldm, save_tiny_audioldm  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
+from common import MIB, peak_rss_mib  # noqa: E402
 from mask_step_overhead import DEFAULT_STEPS_PER_BATCH, Loop, measure_overhead  # noqa: E402
 
 #: The reference code's UNet sample-evaluations per query (ALGORITHM.md section 3).
@@ -85,7 +85,6 @@ PAPER_STEPS = 100
 #: UNet work per sample-evaluation at latent [8, 256, 16] (ALGORITHM.md section 5).
 GFLOP_PER_EVALUATION = 91.5
 QUERIES = ["dog barking", "cat meowing", "church bell ringing", "man speaking"]
-MIB = 1024 * 1024
 
 
 # --- a. counting sample-evaluations through the command line -----------------------------------
@@ -222,22 +221,6 @@ class Mode:
     @property
     def name(self) -> str:
         return f"{self.precision}, {'compiled' if self.compile else 'eager'}"
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set size so far, MiB.
-
-    On Linux, ``VmHWM`` of ``/proc/self/status``: ``resource.getrusage``'s ``ru_maxrss`` carries
-    the parent's peak over fork and exec, so a child of a large parent would report the parent's.
-    Elsewhere ``ru_maxrss`` (bytes on macOS, KiB otherwise).
-    """
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MIB if sys.platform == "darwin" else peak / 1024
 
 
 def demo_log_mel() -> torch.Tensor:

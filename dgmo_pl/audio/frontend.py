@@ -108,19 +108,15 @@ def denormalise(waveform: torch.Tensor, stats: NormStats, peak: float = 0.5) -> 
     return waveform * (stats.peak / peak) + stats.mean
 
 
-def _window(spec: SpectrogramConfig, like: torch.Tensor) -> torch.Tensor:
-    return torch.hann_window(spec.win_length, device=like.device, dtype=like.real.dtype)
-
-
-def stft(waveform: torch.Tensor, spec: SpectrogramConfig) -> torch.Tensor:
-    """Centred, reflect-padded, one-sided STFT: ``[..., N] -> [..., F, N // hop + 1]`` complex."""
+def stft_frames(waveform: torch.Tensor, n_fft: int, hop_length: int, win_length: int) -> torch.Tensor:
+    """Centred, reflect-padded, one-sided Hann STFT: ``[..., N] -> [..., n_fft // 2 + 1, N // hop + 1]`` complex."""
     lead = waveform.shape[:-1]
     frames = torch.stft(
         waveform.reshape(-1, waveform.shape[-1]),
-        n_fft=spec.n_fft,
-        hop_length=spec.hop_length,
-        win_length=spec.win_length,
-        window=_window(spec, waveform),
+        n_fft=n_fft,
+        hop_length=hop_length,
+        win_length=win_length,
+        window=torch.hann_window(win_length, device=waveform.device, dtype=waveform.dtype),
         center=True,
         pad_mode="reflect",
         return_complex=True,
@@ -128,19 +124,29 @@ def stft(waveform: torch.Tensor, spec: SpectrogramConfig) -> torch.Tensor:
     return frames.reshape(*lead, *frames.shape[-2:])
 
 
-def istft(spectrum: torch.Tensor, spec: SpectrogramConfig, length: int) -> torch.Tensor:
-    """Inverse of :func:`stft`: ``[..., F, T] complex -> [..., length]``."""
+def istft_frames(spectrum: torch.Tensor, n_fft: int, hop_length: int, win_length: int, length: int) -> torch.Tensor:
+    """Inverse of :func:`stft_frames`: ``[..., F, T]`` complex ``-> [..., length]``."""
     lead = spectrum.shape[:-2]
     waveform = torch.istft(
         spectrum.reshape(-1, *spectrum.shape[-2:]),
-        n_fft=spec.n_fft,
-        hop_length=spec.hop_length,
-        win_length=spec.win_length,
-        window=_window(spec, spectrum),
+        n_fft=n_fft,
+        hop_length=hop_length,
+        win_length=win_length,
+        window=torch.hann_window(win_length, device=spectrum.device, dtype=spectrum.real.dtype),
         center=True,
         length=length,
     )
     return waveform.reshape(*lead, length)
+
+
+def stft(waveform: torch.Tensor, spec: SpectrogramConfig) -> torch.Tensor:
+    """The model's STFT (:func:`stft_frames` with ``spec``'s sizes): ``[..., N] -> [..., F, N // hop + 1]`` complex."""
+    return stft_frames(waveform, spec.n_fft, spec.hop_length, spec.win_length)
+
+
+def istft(spectrum: torch.Tensor, spec: SpectrogramConfig, length: int) -> torch.Tensor:
+    """Inverse of :func:`stft`: ``[..., F, T] complex -> [..., length]``."""
+    return istft_frames(spectrum, spec.n_fft, spec.hop_length, spec.win_length, length)
 
 
 def magnitude_and_phase(spectrum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,7 @@ from typing import Literal, get_args
 
 import torch
 
+from dgmo_pl.audio import frontend as fe
 from dgmo_pl.audio.frontend import SpectrogramConfig
 
 #: What a mapped mask holds above the source's Nyquist frequency: the mean of the source's top
@@ -98,39 +99,14 @@ def grid_for_rate(spec: SpectrogramConfig, rate: int) -> StftGrid:
     return StftGrid(rate, n_fft, hop, win_length)
 
 
-def _window(grid: StftGrid, like: torch.Tensor) -> torch.Tensor:
-    return torch.hann_window(grid.win_length, device=like.device, dtype=like.real.dtype)
-
-
 def stft_at(waveform: torch.Tensor, grid: StftGrid) -> torch.Tensor:
     """Centred, reflect-padded, one-sided STFT on ``grid``: ``[..., N] -> [..., F, N // hop + 1]`` complex."""
-    lead = waveform.shape[:-1]
-    frames = torch.stft(
-        waveform.reshape(-1, waveform.shape[-1]),
-        n_fft=grid.n_fft,
-        hop_length=grid.hop_length,
-        win_length=grid.win_length,
-        window=_window(grid, waveform),
-        center=True,
-        pad_mode="reflect",
-        return_complex=True,
-    )
-    return frames.reshape(*lead, *frames.shape[-2:])
+    return fe.stft_frames(waveform, grid.n_fft, grid.hop_length, grid.win_length)
 
 
 def istft_at(spectrum: torch.Tensor, grid: StftGrid, length: int) -> torch.Tensor:
     """Inverse of :func:`stft_at`: ``[..., F, T]`` complex ``-> [..., length]``."""
-    lead = spectrum.shape[:-2]
-    waveform = torch.istft(
-        spectrum.reshape(-1, *spectrum.shape[-2:]),
-        n_fft=grid.n_fft,
-        hop_length=grid.hop_length,
-        win_length=grid.win_length,
-        window=_window(grid, spectrum),
-        center=True,
-        length=length,
-    )
-    return waveform.reshape(*lead, length)
+    return fe.istft_frames(spectrum, grid.n_fft, grid.hop_length, grid.win_length, length)
 
 
 def _positions(
