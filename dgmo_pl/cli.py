@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import pickle
 import sys
 import warnings
 from pathlib import Path
@@ -97,6 +98,18 @@ class DGMOCLI(LightningCLI):
             "references": {"model", "datamodule"},
             "evaluate": {"model", "datamodule"},
         }
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads the checkpoint's hyperparameters first: a file that is not a checkpoint
+        is a user mistake, named, not a traceback."""
+        try:
+            super()._parse_ckpt_path()
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as err:
+            ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+            raise InputError(
+                f"--ckpt_path '{ckpt_path}' is not a readable checkpoint ({type(err).__name__}): pass a .ckpt "
+                "from a run's checkpoints/ folder"
+            ) from None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(SeparatedAudioWriter, "audio")

@@ -243,3 +243,13 @@ def test_references_subcommand_needs_a_cache_folder(tiny_model: Path, files: dic
               "--trainer.default_root_dir", str(tmp_path / "logs")])
     assert exit_.value.code == 2
     assert "--data.cache_dir is null, so references would not be kept" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named(files: dict[str, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """--ckpt_path pointing at some other file ends with a one-line error, not a pickling traceback."""
+    bogus = tmp_path / "notes.ckpt"
+    bogus.write_text("not a checkpoint")
+    err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(files["good"]),
+                              "--data.references", f"[{files['good']}]", "--ckpt_path", str(bogus))
+    assert f"--ckpt_path '{bogus}' is not a readable checkpoint" in err
