@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
+import logging
 import pickle
 import sys
 import warnings
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -41,6 +44,20 @@ def check_trainer(trainer: Trainer) -> None:
             f"trainer.precision {precision} would keep the mask in 16 bits: use bf16-mixed or 16-mixed, "
             "which keep the mask in fp32"
         )
+
+
+@contextlib.contextmanager
+def _quiet_banners() -> Iterator[None]:
+    """Lightning's information lines (devices, tips) of a trainer: the command line's own trainer
+    has printed them once; a run of many fits (queries, windows, evaluation rows) would repeat them
+    for each. Warnings still show."""
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = rank_zero_log.level
+    rank_zero_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        rank_zero_log.setLevel(level)
 
 
 class DGMOTrainer(Trainer):
@@ -180,11 +197,12 @@ class DGMOCLI(LightningCLI):
             for b, windows in enumerate(batches):
                 version = name if len(batches) == 1 else f"{name}/windows_{windows[0] + 1}-{windows[-1] + 1}"
                 logger = TensorBoardLogger(run_dir, name="", version=version, default_hp_metric=False)
-                trainer = self.instantiate_trainer(logger=logger, **self.fit_settings)
-                check_trainer(trainer)
-                datamodule.select(group, b)
-                model = copy.deepcopy(pristine)
-                trainer.fit(model, datamodule=datamodule, **kwargs)
+                with _quiet_banners():
+                    trainer = self.instantiate_trainer(logger=logger, **self.fit_settings)
+                    check_trainer(trainer)
+                    datamodule.select(group, b)
+                    model = copy.deepcopy(pristine)
+                    trainer.fit(model, datamodule=datamodule, **kwargs)
                 # A finished fit's trainer, module and optimiser refer to each other: free their
                 # tensors now, or they pile up across the fits of a long recording until Python's
                 # collector runs.
