@@ -23,6 +23,13 @@ from dgmo_pl.errors import InputError
 from dgmo_pl.evaluation.manifest import Row, load_rows
 from dgmo_pl.evaluation.metrics import ClapScorer
 from dgmo_pl.evaluation.runner import collect, evaluate_rows, markdown, shard, summarise, write_reports
+
+#: How each scoring convention compares signals, for the printout.
+SCORING_TEXT = {
+    "output": "the separated files' rate and channels, full length",
+    "dgmo": "16 kHz mono, first 10.24 s",
+    "audiosep": "32 kHz mono, full clips",
+}
 from dgmo_pl.evaluation.shards import launch, single_device_trainer_settings
 from dgmo_pl.model import MaskSeparator
 
@@ -85,6 +92,7 @@ class DGMOTrainer(Trainer):
         output_dir: str | None = None,
         reference_source: Literal["diffusion", "true_source"] = "diffusion",
         clap_model: str | None = "laion/clap-htsat-unfused",
+        scoring: Literal["output", "dgmo", "audiosep"] = "output",
     ) -> None:
         """Separate and score every row of a manifest (run as ``main.py evaluate``; see ``DGMOCLI.evaluate``).
 
@@ -98,6 +106,9 @@ class DGMOTrainer(Trainer):
             reference_source: ``diffusion`` (DGMO: references from the diffusion model) or
                 ``true_source`` (the row's source as the reference, to isolate the mask optimisation).
             clap_model: CLAP model (hub id or folder) for CLAPScore; ``null`` or unloadable: skipped.
+            scoring: Where signals are compared: ``output`` (the separated file's rate and
+                channels, full length), ``dgmo`` (16 kHz mono, first 10.24 s, as the DGMO paper)
+                or ``audiosep`` (32 kHz mono, full clips, as AudioSep).
         """
         raise RuntimeError("evaluate runs through the command line: python main.py evaluate --manifest ...")
 
@@ -220,6 +231,7 @@ class DGMOCLI(LightningCLI):
         output_dir: str | None = None,
         reference_source: str = "diffusion",
         clap_model: str | None = "laion/clap-htsat-unfused",
+        scoring: str = "output",
     ) -> None:
         """Evaluate a manifest (see :meth:`DGMOTrainer.evaluate`); exit status 1 if any row failed."""
         rows = load_rows(manifest)
@@ -244,14 +256,15 @@ class DGMOCLI(LightningCLI):
         if fabric.world_size > 1:
             self.fit_settings = single_device_trainer_settings(fabric)
         mine = shard(rows, fabric.global_rank, fabric.world_size)
-        evaluate_rows(mine, output, separate, scorer, process=fabric.global_rank)
+        evaluate_rows(mine, output, separate, scorer, process=fabric.global_rank, scoring=scoring)
         fabric.barrier()
         if fabric.global_rank:
             return  # rank 0 merges and reports
         results = collect(rows, output)
         summary = summarise(results)
-        for path in write_reports(results, summary, output):
+        for path in write_reports(results, summary, output, scoring):
             print(f"wrote {path}")
+        print(f"scored: {scoring} ({SCORING_TEXT[scoring]})")
         print(markdown(summary))
         if failed := [r["id"] for r in results if r["status"] != "ok"]:
             print(f"error: {len(failed)} of {len(rows)} rows failed ({', '.join(failed[:5])}); see results.csv")

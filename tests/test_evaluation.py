@@ -227,3 +227,18 @@ def test_a_killed_evaluation_process_is_finished_by_a_rerun(example_set: Path, e
     assert first.stat().st_mtime_ns == before  # not redone
     assert len(list(output.glob("rows/*/metrics.json"))) == 3
     assert (output / "summary.md").read_text() == (evaluated / "summary.md").read_text()
+
+
+@pytest.mark.parametrize(("scoring", "shape"), [("output", (2, 60 * 44_100)), ("dgmo", (1, 163_840)),
+                                                ("audiosep", (1, 60 * 32_000))])
+def test_scoring_conventions_compare_signals_where_they_say(scoring: str, shape: tuple[int, int],
+                                                            tmp_path: Path) -> None:
+    """output: the file's rate and channels; dgmo: 16 kHz mono, 10.24 s; audiosep: 32 kHz mono, whole."""
+    import torch
+
+    from dgmo_pl.audio.io import write_audio
+
+    stereo = write_audio(tmp_path / "stereo.wav", torch.rand(2, 60 * 44_100) - 0.5, 44_100)
+    mono = write_audio(tmp_path / "mono.wav", torch.rand(60 * 16_000) - 0.5, 16_000)
+    estimate, other = aligned(stereo, mono if scoring != "output" else stereo, "source", scoring)
+    assert estimate.shape == other.shape == shape

@@ -33,6 +33,13 @@ from dgmo_pl.evaluation.metrics import ClapScorer, separation_metrics
 Separate = Callable[[Row, Path], Path]
 #: Per-row metrics, in report order.
 METRICS = ("sdr", "sdri", "si_sdr", "si_sdri", "clap_score")
+#: Where signals are compared (ALGORITHM.md section 4: say which): rate (None: the separated
+#: file's), mono, seconds kept from the start (None: all).
+SCORING: dict[str, tuple[int | None, bool, float | None]] = {
+    "output": (None, False, None),  # the separated file's rate and channels, full length
+    "dgmo": (16_000, True, 10.24),  # DGMO's: 16 kHz mono, the first 10.24 s
+    "audiosep": (32_000, True, None),  # AudioSep's: 32 kHz mono, full clips
+}
 
 
 def write_text_atomically(path: Path, text: str) -> Path:
@@ -58,27 +65,31 @@ def shard(rows: list[Row], rank: int, world: int) -> list[Row]:
     return rows[rank::world]
 
 
-def aligned(estimate: Path, other: Path, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(estimate, other)`` at the estimate's rate, the same channels and length: ``[C, N]`` each.
+def aligned(estimate: Path, other: Path, what: str, scoring: str = "output") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(estimate, other)`` at one rate, with the same channels and length: ``[C, N]`` each.
 
-    ``other`` (the mixture or the true source) is resampled to the estimate's rate; if the channel
-    counts differ, both are mixed to mono; both are cut to the shorter length.
+    With ``scoring`` ``output``, ``other`` (the mixture or the true source) is resampled to the
+    estimate's rate, and if the channel counts differ both are mixed to mono; ``dgmo`` and
+    ``audiosep`` bring both to their convention's rate, mono (and length). Both are then cut to
+    the shorter length.
     """
+    rate, mono, seconds = SCORING[scoring]
     est, est_rate = read_audio(estimate, "separated file")
     ref, ref_rate = read_audio(other, what)
-    ref = fe.resample(ref, ref_rate, est_rate)
-    if est.shape[0] != ref.shape[0]:
+    rate = rate or est_rate
+    est, ref = fe.resample(est, est_rate, rate), fe.resample(ref, ref_rate, rate)
+    if mono or est.shape[0] != ref.shape[0]:
         est, ref = est.mean(0, keepdim=True), ref.mean(0, keepdim=True)
-    n = min(est.shape[-1], ref.shape[-1])
+    n = min(est.shape[-1], ref.shape[-1], round(seconds * rate) if seconds else est.shape[-1])
     return est[..., :n].double(), ref[..., :n].double()
 
 
-def score_row(row: Row, separated: Path, scorer: ClapScorer | None) -> dict[str, float]:
+def score_row(row: Row, separated: Path, scorer: ClapScorer | None, scoring: str = "output") -> dict[str, float]:
     """The row's metrics: SDR, SDRi, SI-SDR, SI-SDRi against its true source (if any), CLAPScore (if a model)."""
     metrics: dict[str, float] = {}
     if row.source is not None:
-        estimate, source = aligned(separated, row.source, "source")
-        _, mixture = aligned(separated, row.mixture, "mixture")
+        estimate, source = aligned(separated, row.source, "source", scoring)
+        _, mixture = aligned(separated, row.mixture, "mixture", scoring)
         metrics.update(separation_metrics(mixture.float(), source.float(), estimate.float()))
     if scorer is not None:
         audio, rate = read_audio(separated, "separated file")
@@ -87,11 +98,13 @@ def score_row(row: Row, separated: Path, scorer: ClapScorer | None) -> dict[str,
 
 
 def evaluate_rows(
-    rows: list[Row], output: Path, separate: Separate, scorer: ClapScorer | None, process: int = 0
+    rows: list[Row], output: Path, separate: Separate, scorer: ClapScorer | None, process: int = 0,
+    scoring: str = "output",
 ) -> None:
     """Separate and score each row not yet done, recording failures instead of stopping.
 
-    ``process`` (the evaluating process's rank) is recorded with each row's result.
+    ``process`` (the evaluating process's rank) and the ``scoring`` convention (see
+    :data:`SCORING`) are recorded with each row's result.
     """
     for row in rows:
         folder = row_folder(output, row)
@@ -102,7 +115,7 @@ def evaluate_rows(
         try:
             separated = separate(row, folder)
             record = {"id": row.id, "query": row.query, "output": str(separated), "process": process,
-                      **score_row(row, separated, scorer)}  # fmt: skip
+                      "scoring": scoring, **score_row(row, separated, scorer, scoring)}  # fmt: skip
         except Exception as err:  # noqa: BLE001 - every failure is recorded and counted, never dropped
             error = {"id": row.id, "query": row.query, "error": f"{type(err).__name__}: {err}",
                      "traceback": traceback.format_exc()}  # fmt: skip
@@ -160,13 +173,16 @@ def markdown(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_reports(results: list[dict[str, Any]], summary: list[dict[str, Any]], output: Path) -> list[Path]:
-    """``results.csv`` (one line per row), ``summary.csv``, ``summary.md`` and TensorBoard scalars."""
+def write_reports(
+    results: list[dict[str, Any]], summary: list[dict[str, Any]], output: Path, scoring: str = "output"
+) -> list[Path]:
+    """``results.csv`` (one line per row), ``summary.csv``, ``summary.md`` (saying how signals were
+    compared) and TensorBoard scalars."""
     columns = ["id", "query", "status", *METRICS, "output", "error"]
     paths = [
         write_text_atomically(output / "results.csv", _csv(results, columns)),
         write_text_atomically(output / "summary.csv", _csv(summary, ["metric", "mean", "median", "count"])),
-        write_text_atomically(output / "summary.md", markdown(summary)),
+        write_text_atomically(output / "summary.md", f"Scored: {scoring} {SCORING[scoring]}\n\n" + markdown(summary)),
     ]
     _tensorboard(results, summary, output / "tensorboard")
     return paths
