@@ -242,3 +242,27 @@ def test_scoring_conventions_compare_signals_where_they_say(scoring: str, shape:
     mono = write_audio(tmp_path / "mono.wav", torch.rand(60 * 16_000) - 0.5, 16_000)
     estimate, other = aligned(stereo, mono if scoring != "output" else stereo, "source", scoring)
     assert estimate.shape == other.shape == shape
+
+
+def test_diffusion_references_are_generated_with_one_model_load(example_set: Path, tiny_model: Path,
+                                                                tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default path (DGMO's references from the diffusion model) loads the model once for all rows."""
+    from dgmo_pl.diffusion import references
+
+    loads = []
+    original = references.load_audioldm
+
+    def counting_load(*args, **kwargs):
+        loads.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(references, "load_audioldm", counting_load)
+    main(["evaluate", "--config", str(REPO / "configs/dgmo.yaml"), "--trainer.default_root_dir", str(tmp_path),
+          "--data.cache_dir", str(tmp_path / "refs"), *QUIET, "--data.model", str(tiny_model),
+          "--data.ddim_steps", "3", "--data.steps_per_round", "3", "--trainer.max_epochs", "2",
+          "--audio.write_references", "false", "--manifest", str(example_set), "--clap_model", "null"])
+    rows = results(tmp_path / "evaluation" / "manifest")
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert len(loads) == 1
+    assert len(list((tmp_path / "refs").rglob("*.safetensors"))) == 3 * 2 * 2  # rows x rounds x (inversion, refs)
