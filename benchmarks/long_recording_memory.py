@@ -63,7 +63,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import yaml  # noqa: E402
-from common import MIB, peak_rss_mib  # noqa: E402
+from common import peak_rss_mib  # noqa: E402
 
 #: The two recordings mixed: the queried sound (its file is the true-source reference) first.
 TARGET = "ovos__dogs-barking__1.wav"

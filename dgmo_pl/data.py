@@ -11,7 +11,7 @@ from lightning.pytorch import LightningDataModule, Trainer
 from torch.utils.data import DataLoader
 
 from dgmo_pl.audio import frontend as fe
-from dgmo_pl.diffusion.cache import TensorCache, tensor_digest
+from dgmo_pl.diffusion.cache import TensorCache
 from dgmo_pl.diffusion.loading import model_revision
 from dgmo_pl.diffusion.provider import ReferenceProvider
 from dgmo_pl.diffusion.references import Attention, GenerationConfig, Precision, ReferenceGenerator
@@ -319,14 +319,14 @@ class SeparationDataModule(LightningDataModule):
 
     def store_first_round(self) -> list[Path]:
         """Generate and store round 0 of every window and query; returns where each entry lies."""
-        paths = []
+        paths: list[Path] = []
+        seed = self.round_seed(0)
         for window in range(self.recording.num_windows):
-            self.first_round_references(window)
             mixture = self.window(window)
-            digest = tensor_digest(self._log_mel(mixture))
-            for query in self.queries:
-                key = self.provider.key("references", mixture.digest, digest, 0, self.round_seed(0), query)
-                paths.append(self.cache.path(key))
+            log_mel = self._log_mel(mixture)
+            label = self._label(0, window, self.queries)
+            self.provider.references(log_mel, self.queries, 0, seed, mixture.digest, label)
+            paths.extend(self.provider.paths(log_mel, self.queries, 0, seed, mixture.digest))
         return paths
 
     def _fixed_references(self, query: int, window: int) -> torch.Tensor:

@@ -90,6 +90,10 @@ class MaskSeparator(LightningModule):
         if tuple(self.mask_logits.shape[:2]) != shape:
             self.mask_logits = torch.nn.Parameter(self._initial_logits(*shape).to(self.mask_logits.device))
 
+    def _query_masks(self, masks: torch.Tensor) -> torch.Tensor:
+        """The queries' masks among ``masks`` (``[S, ...]``): all but a joint fit's residual."""
+        return masks[: masks.shape[0] - int(self.hparams.joint and self.hparams.residual)]
+
     def mask(self) -> torch.Tensor:
         """The soft masks in (0, 1): ``[S, W, F, T]`` (joint: summing to one over ``S``)."""
         if self.hparams.joint:
@@ -114,8 +118,7 @@ class MaskSeparator(LightningModule):
 
     def thresholded_mask(self) -> torch.Tensor:
         """Each query's mask as used between rounds and for output: ``[Q, W, F, T]`` (see :meth:`_output_masks`)."""
-        masks = self._output_masks()
-        return masks[: masks.shape[0] - int(self.hparams.joint and self.hparams.residual)]
+        return self._query_masks(self._output_masks())
 
     def residual_mask(self) -> torch.Tensor | None:
         """The "everything else" mask of a joint fit with a residual, ``[1, W, F, T]``; else None."""
@@ -123,8 +126,7 @@ class MaskSeparator(LightningModule):
 
     def forward(self, mixture_magnitude: torch.Tensor) -> torch.Tensor:
         """Log-mel of the mixture under each query's mask: ``[W, F, T] -> [Q, W, 1, T, M]``."""
-        masks = self.mask()
-        masks = masks[: masks.shape[0] - int(self.hparams.joint and self.hparams.residual)]
+        masks = self._query_masks(self.mask())
         masked = (mixture_magnitude * masks).flatten(0, 1)
         log_mel = diffusion_log_mel(masked, self.mel_basis, self.spec.n_frames)
         return log_mel.unflatten(0, masks.shape[:2])

@@ -59,10 +59,11 @@ class AudioInfo(NamedTuple):
 class _Tally:
     """Frame count, finiteness and peak of the samples seen so far, gathered block by block."""
 
-    def __init__(self) -> None:
+    def __init__(self, mono: bool = False) -> None:
         self.frames = 0
         self.finite = True
         self.peak = 0.0
+        self.mono = mono  # also track the peak of the mono mix, its mean removed
         self.mono_peak = 0.0
 
     def add(self, block: np.ndarray) -> None:
@@ -73,8 +74,9 @@ class _Tally:
         self.frames += block.shape[0]
         self.finite = self.finite and math.isfinite(low) and math.isfinite(high)
         self.peak = max(self.peak, high, -low)
-        mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
-        self.mono_peak = max(self.mono_peak, float(np.abs(mono - mono.mean()).max()))
+        if self.mono:
+            mixed = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+            self.mono_peak = max(self.mono_peak, float(np.abs(mixed - mixed.mean()).max()))
 
     def check(self, path: Path, what: str) -> None:
         """Raise the InputError that a file with these samples deserves, if any."""
@@ -204,7 +206,7 @@ def scan_audio(
     if not (math.isfinite(block_seconds) and block_seconds > 0):
         raise InputError(f"block_seconds must be a positive number of seconds, got {block_seconds}: pass e.g. 10")
     path = Path(path)
-    tally = _Tally()
+    tally = _Tally(mono)
     with _open_audio(path, what) as file:
         block = np.empty((max(1, round(block_seconds * file.samplerate)), file.channels), dtype=np.float32)
         while (got := _read_into(file, block, path, what)).shape[0] > 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -74,7 +75,7 @@ class ReferenceProvider:
             label: Progress bar prefix.
         """
         digest = tensor_digest(estimate)
-        keys = [self.key("references", mixture, digest, round_index, seed, q) for q in queries]
+        keys = self._reference_keys(digest, queries, round_index, seed, mixture)
         found = [self.cache.load(k) for k in keys]
         missing = [i for i, entry in enumerate(found) if entry is None]
         if missing:
@@ -86,6 +87,18 @@ class ReferenceProvider:
                 found[i] = {"references": ref}
                 self.cache.store(keys[i], found[i])
         return [entry["references"] for entry in found]
+
+    def paths(
+        self, estimate: torch.Tensor, queries: list[str], round_index: int, seed: int, mixture: str
+    ) -> list[Path | None]:
+        """Where :meth:`references` stores each query's entry (None without a cache folder)."""
+        keys = self._reference_keys(tensor_digest(estimate), queries, round_index, seed, mixture)
+        return [self.cache.path(key) for key in keys]
+
+    def _reference_keys(
+        self, digest: str, queries: list[str], round_index: int, seed: int, mixture: str
+    ) -> list[dict[str, Any]]:
+        return [self.key("references", mixture, digest, round_index, seed, q) for q in queries]
 
     def _inversion(
         self, estimate: torch.Tensor, mixture: str, digest: str, round_index: int, seed: int, label: str

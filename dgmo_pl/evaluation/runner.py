@@ -73,9 +73,14 @@ def aligned(estimate: Path, other: Path, what: str, scoring: str = "output") -> 
     ``audiosep`` bring both to their convention's rate, mono (and length). Both are then cut to
     the shorter length.
     """
+    return _align(*read_audio(estimate, "separated file"), *read_audio(other, what), scoring)
+
+
+def _align(
+    est: torch.Tensor, est_rate: int, ref: torch.Tensor, ref_rate: int, scoring: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`aligned` on waveforms already read: ``[C, N]`` each, with their rates."""
     rate, mono, seconds = SCORING[scoring]
-    est, est_rate = read_audio(estimate, "separated file")
-    ref, ref_rate = read_audio(other, what)
     rate = rate or est_rate
     est, ref = fe.resample(est, est_rate, rate), fe.resample(ref, ref_rate, rate)
     if mono or est.shape[0] != ref.shape[0]:
@@ -87,12 +92,12 @@ def aligned(estimate: Path, other: Path, what: str, scoring: str = "output") -> 
 def score_row(row: Row, separated: Path, scorer: ClapScorer | None, scoring: str = "output") -> dict[str, float]:
     """The row's metrics: SDR, SDRi, SI-SDR, SI-SDRi against its true source (if any), CLAPScore (if a model)."""
     metrics: dict[str, float] = {}
+    audio, rate = read_audio(separated, "separated file")
     if row.source is not None:
-        estimate, source = aligned(separated, row.source, "source", scoring)
-        _, mixture = aligned(separated, row.mixture, "mixture", scoring)
+        estimate, source = _align(audio, rate, *read_audio(row.source, "source"), scoring)
+        _, mixture = _align(audio, rate, *read_audio(row.mixture, "mixture"), scoring)
         metrics.update(separation_metrics(mixture.float(), source.float(), estimate.float()))
     if scorer is not None:
-        audio, rate = read_audio(separated, "separated file")
         metrics["clap_score"] = scorer.score(audio.mean(0), rate, row.query)
     return metrics
 
