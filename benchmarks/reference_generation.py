@@ -10,10 +10,12 @@ a. UNet sample-evaluations per query at the paper's defaults (K = 4, 100 DDIM st
    mixture in one run, then a second identical run (references found in the cache) and a run
    with only ``--model.lr 0.02`` changed (round 0 found, later rounds regenerated). The
    reference code makes 4,776 per query (ALGORITHM.md section 3).
-b. Seconds and peak memory of reference generation with the full-size AudioLDM-S architecture
-   and random weights (``python -m dgmo_pl.tiny DIR --size full``; speed and memory do not
-   depend on the weights' values), on the demo mixture, one query, one round of K = 4: the
-   wall time, the UNet's time per sample-evaluation, and from them the seconds per query of the
+b. Seconds and peak memory of reference generation with each backbone's full-size architecture
+   and random weights (``python -m dgmo_pl.tiny DIR --backbone B --size S``; speed and memory do
+   not depend on the weights' values; by default AudioLDM-S, AudioLDM 2 and Auffusion), on the
+   demo mixture, one query, one round of K = 4: the wall time, the UNet's time per
+   sample-evaluation and its work (GFLOP, counted by ``torch.utils.flop_counter`` on one call),
+   and from them the seconds per query of the
    paper's procedure (3,588 sample-evaluations and 3 rounds of the rest) and of the reference
    code (4,776, the model loaded afresh for each query). On a CPU with a few DDIM steps these
    per-query figures are extrapolated; on CUDA the paper's 100 steps run for real (``--rounds 3``
@@ -34,6 +36,7 @@ Usage::
                                                                 # bf16-true, each eager and compiled
     python benchmarks/reference_generation.py --device cuda --rounds 3 --precisions bf16-mixed --compile on
     python benchmarks/reference_generation.py --skip-counts --full-model models/audioldm-s-random
+    python benchmarks/reference_generation.py --skip-counts --skip-overhead --backbones audioldm:full-l,audioldm2:full-large
 
 On a machine whose cores other processes also use, ``--threads 1`` avoids the slowdown of
 PyTorch's CPU threads waiting on a descheduled sibling (it can exceed 10x on two shared cores).
@@ -48,6 +51,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -69,8 +73,9 @@ from transformers.utils import logging as transformers_logging  # noqa: E402
 from dgmo_pl.audio import frontend as fe  # noqa: E402
 from dgmo_pl.cli import main as cli_main  # noqa: E402
 from dgmo_pl.data import DEMO_MIXTURE, load_mixture  # noqa: E402
+from dgmo_pl.diffusion.backbones import infer_backbone  # noqa: E402
 from dgmo_pl.diffusion.references import GenerationConfig, ReferenceGenerator  # noqa: E402
-from dgmo_pl.tiny import save_full_audioldm, save_tiny_audioldm  # noqa: E402
+from dgmo_pl.tiny import builder, save_model, save_tiny_audioldm  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from common import MIB, peak_rss_mib  # noqa: E402
@@ -82,8 +87,8 @@ REFERENCE_EVALUATIONS = 4776
 PAPER_EVALUATIONS = 3588
 PAPER_ROUNDS = 3
 PAPER_STEPS = 100
-#: UNet work per sample-evaluation at latent [8, 256, 16] (ALGORITHM.md section 5).
-GFLOP_PER_EVALUATION = 91.5
+#: The full-size models timed by default (``--backbones``): backbone:size of ``python -m dgmo_pl.tiny``.
+DEFAULT_BACKBONES = "audioldm:full"
 QUERIES = ["dog barking", "cat meowing", "church bell ringing", "man speaking"]
 
 
@@ -114,7 +119,7 @@ def counting(counter: EvaluationCounter) -> Iterator[None]:
     @functools.wraps(original)
     def init(self: ReferenceGenerator, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
-        counter.attach(self.parts.unet)
+        counter.attach(self.backbone.unet)
 
     ReferenceGenerator.__init__ = init  # type: ignore[method-assign]
     try:
@@ -174,9 +179,9 @@ def called_unet(generator: ReferenceGenerator) -> torch.nn.Module:
     """The module the generator calls for noise: the UNet, or its ``torch.compile`` wrapper.
 
     Hooks go on the wrapper when compiled, so they run eagerly around the compiled call
-    instead of being traced into it. (``_unet`` is the generator's private handle on it.)
+    instead of being traced into it.
     """
-    return getattr(generator, "_unet", generator.parts.unet)
+    return generator.backbone.denoiser
 
 
 class UNetTimer:
@@ -223,11 +228,21 @@ class Mode:
         return f"{self.precision}, {'compiled' if self.compile else 'eager'}"
 
 
-def demo_log_mel() -> torch.Tensor:
-    """The demo mixture's log-mel in diffusion layout, ``[1, 1, 1024, 64]``."""
-    spec = fe.SpectrogramConfig()
+def demo_log_mel(spec: fe.SpectrogramConfig) -> torch.Tensor:
+    """The demo mixture's log-mel in the layout of ``spec``, ``[1, 1, H, W]``."""
     mixture = load_mixture(DEMO_MIXTURE, spec)
-    return fe.diffusion_log_mel(mixture.magnitude, fe.mel_filterbank(spec), spec.n_frames)
+    return fe.diffusion_log_mel(mixture.magnitude, fe.mel_filterbank(spec), spec)
+
+
+def unet_gflop(generator: ReferenceGenerator, log_mel: torch.Tensor) -> float:
+    """GFLOP of one UNet sample-evaluation at this log-mel's latent size, counted on one call."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    latents = generator.encode_mel(log_mel, 1, torch.Generator().manual_seed(0))
+    condition, _ = generator.conditions([QUERIES[0]])
+    with FlopCounterMode(display=False) as counter:
+        generator._eps(latents, torch.tensor(501), condition)
+    return counter.get_total_flops() / 1e9
 
 
 def compiled_graphs() -> int:
@@ -249,14 +264,18 @@ def time_mode(folder: str, mode: Mode) -> dict[str, Any]:
     if mode.threads:
         torch.set_num_threads(mode.threads)
     device = torch.device(mode.device)
-    log_mel = demo_log_mel()
+    backbone = infer_backbone(folder)
+    log_mel = demo_log_mel(backbone.spec)
     rss_before = peak_rss_mib()
     start = time.perf_counter()
     generator = ReferenceGenerator.from_pretrained(
-        folder, precision=mode.precision, compile=mode.compile, max_batch=mode.max_batch
+        folder, backbone, precision=mode.precision, compile=mode.compile, max_batch=mode.max_batch
     ).to(device)
     generator.progress = False
     load_s = time.perf_counter() - start
+    parameters = sum(p.numel() for net in backbone.networks() for p in net.parameters())
+    unet_parameters = sum(p.numel() for p in backbone.unet.parameters())
+    gflop = unet_gflop(generator, log_mel)
     timer = UNetTimer(called_unet(generator), device)
     warmup_s, graphs = 0.0, compiled_graphs()
     if mode.warmup:  # same batch shapes as the timed run, so compiled graphs are reused
@@ -275,7 +294,8 @@ def time_mode(folder: str, mode: Mode) -> dict[str, Any]:
     wall = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / MIB if device.type == "cuda" else peak_rss_mib()
     return {
-        "mode": asdict(mode), "load_s": load_s, "warmup_s": warmup_s, "wall_s": wall,
+        "mode": asdict(mode), "model": Path(folder).name, "backbone": backbone.name, "gflop": gflop,
+        "parameters": parameters, "unet_parameters": unet_parameters, "load_s": load_s, "warmup_s": warmup_s, "wall_s": wall,
         "unet_s": timer.seconds, "evaluations": timer.evaluations, "peak_mib": peak, "rss_before_mib": rss_before,
         "warmup_graphs": warmup_graphs, "timed_graphs": compiled_graphs() - graphs,
     }  # fmt: skip
@@ -318,7 +338,7 @@ def count_lines(rows: list[CountRow]) -> list[str]:
 def timing_lines(index: int, result: dict[str, Any]) -> list[str]:
     """Table rows of part b for one setting."""
     mode = Mode(**result["mode"])
-    evals, unet_s, wall = result["evaluations"], result["unet_s"], result["wall_s"]
+    evals, unet_s, wall, gflop = result["evaluations"], result["unet_s"], result["wall_s"], result["gflop"]
     per_eval = unet_s / evals
     rest_per_round = (wall - unet_s) / mode.rounds
     ours = PAPER_EVALUATIONS * per_eval + PAPER_ROUNDS * rest_per_round
@@ -328,17 +348,18 @@ def timing_lines(index: int, result: dict[str, Any]) -> list[str]:
     before = f"peak RSS ({result['rss_before_mib']:,.0f} MiB before loading)"
     memory = "CUDA max allocated" if mode.device == "cuda" else before
     tag = f"b{index}"
+    model = f"{result['model']} ({result['backbone']}; {result['parameters'] / 1e6:,.0f} M parameters, UNet {result['unet_parameters'] / 1e6:,.0f} M)"
     warm = f"; warm-up {result['warmup_s']:.1f} s not counted" if mode.warmup else ""
     if mode.compile:
         warm += f"; graphs compiled: {result['warmup_graphs']} in warm-up, {result['timed_graphs']} while timed"
     return [
-        f"| {tag}.1 | [{mode.name}, {mode.device}] load the full-size model | {result['load_s']:.1f} s | "
+        f"| {tag}.1 | [{mode.name}, {mode.device}] load the full-size model {model} | {result['load_s']:.1f} s | "
         f"once per run (reference code: once per query) | measured |",
         f"| {tag}.2 | [{mode.name}] {mode.rounds} round(s) of reference generation, K=4, {mode.ddim_steps} DDIM "
         f"steps, 1 query, max_batch {mode.max_batch} | {wall:.1f} s, {evals:,} sample-evaluations | "
         f"- | measured{warm} |",
         f"| {tag}.3 | [{mode.name}] UNet time per sample-evaluation | {per_eval * 1000:,.1f} ms "
-        f"({GFLOP_PER_EVALUATION / per_eval / 1000:.2f} TFLOP/s at {GFLOP_PER_EVALUATION} GFLOP each) | - | measured |",
+        f"({gflop / per_eval / 1000:.2f} TFLOP/s at {gflop:.1f} GFLOP each, counted) | - | measured |",
         f"| {tag}.4 | [{mode.name}] reference generation per query, paper defaults ({PAPER_EVALUATIONS:,} "
         f"evaluations + {PAPER_ROUNDS} x {rest_per_round:.1f} s VAE/text/sampler per round) | {ours:,.1f} s | "
         f"reference code: {reference:,.1f} s ({REFERENCE_EVALUATIONS:,} evaluations + load per query) | {source} |",
@@ -398,8 +419,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1, help="rounds timed (3: the whole procedure; default 1)")
     parser.add_argument("--max-batch", type=int, default=16, help="most samples per network call (default 16)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: its own)")
+    parser.add_argument("--backbones", default=DEFAULT_BACKBONES,
+                        help=f"full-size models to time, as backbone:size of `python -m dgmo_pl.tiny`, written "
+                             f"to a temporary folder (default {DEFAULT_BACKBONES}; several GB each)")
     parser.add_argument("--full-model", type=Path, default=None,
-                        help="an existing full-size folder (default: write one to a temporary folder, ~1.6 GB)")
+                        help="time this existing folder instead of --backbones (backbone inferred from it)")
     parser.add_argument("--count-queries", default="1,2,4", help="query counts of the counting runs (default 1,2,4)")
     parser.add_argument("--count-steps-per-round", type=int, default=300,
                         help="mask steps per round in the counting runs (default 300, the paper's; with few, "
@@ -420,6 +444,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.precisions = (args.precisions or default_precisions).split(",")
     args.compile = args.compile or ("both" if args.device == "cuda" else "off")
     args.count_queries = [int(n) for n in args.count_queries.split(",")]
+    args.backbones = [tuple(item.split(":", 1)) if ":" in item else (item, "full") for item in args.backbones.split(",")]
     check_args(parser, args)
     return args
 
@@ -432,6 +457,13 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         GenerationConfig(4, ddim_steps=min(args.cpu_ddim_steps, args.cuda_ddim_steps))
     except ValueError as err:
         parser.error(str(err))
+    for name, size in args.backbones:
+        try:
+            sizes = builder(name).SIZES
+        except ValueError as err:
+            parser.error(f"--backbones: {err}")
+        if size not in sizes:
+            parser.error(f"--backbones: {name} has no size {size!r}; choose one of {', '.join(sizes)}")
     if args.rounds < 1 or min(args.count_queries) < 1 or max(args.count_queries) > len(QUERIES):
         parser.error(f"--rounds must be at least 1 and --count-queries between 1 and {len(QUERIES)}")
 
@@ -474,10 +506,15 @@ def main(argv: list[str] | None = None) -> None:
             counts = measure_counts(tiny, work / "counts", args.count_queries, args.count_steps_per_round)
             print(f"counted in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         if not args.skip_timing:
-            folder = args.full_model or save_full_audioldm(work / "full")
-            for mode in modes(args):
-                timings.append(time_mode_in_child(str(folder), mode))
-                print(f"timed {mode.name} at {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            models = [(args.full_model, None)] if args.full_model else args.backbones
+            for name, size in models:
+                folder = name if size is None else save_model(work / f"{name}-{size}", name, size)
+                for mode in modes(args):
+                    timings.append(time_mode_in_child(str(folder), mode))
+                    print(f"timed {Path(folder).name}, {mode.name} at {time.perf_counter() - started:.0f} s",
+                          file=sys.stderr)
+                if size is not None:
+                    shutil.rmtree(folder)  # several GB each
     overhead: dict[Loop, list[float]] = {}
     if not args.skip_overhead:
         overhead = measure_overhead(args.overhead_steps, args.overhead_repeats, DEFAULT_STEPS_PER_BATCH)

@@ -7,7 +7,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from dgmo_pl.audio.frontend import diffusion_log_mel
+from dgmo_pl.audio.frontend import diffusion_log_mel, from_model_layout
 
 
 def _picture(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -93,11 +93,11 @@ class MaskMonitor(Callback):
         # The first query's mask on the fit's first window.
         mask = mask[0, 0]
         magnitude = data.mixture.magnitude.to(mask.device)
-        n_frames = data.spec.n_frames
-        with torch.no_grad():
-            mixture = diffusion_log_mel(magnitude, pl_module.mel_basis, n_frames)[0, 0].T
-            estimate = diffusion_log_mel(magnitude * mask, pl_module.mel_basis, n_frames)[0, 0].T
-        reference = data.references[0, 0].float().mean(0)[0].T
+        spec = data.spec
+        with torch.no_grad():  # log-mels [M, T] (low frequencies first), whatever the model's layout
+            mixture = from_model_layout(diffusion_log_mel(magnitude, pl_module.mel_basis, spec), spec)[0]
+            estimate = from_model_layout(diffusion_log_mel(magnitude * mask, pl_module.mel_basis, spec), spec)[0]
+        reference = from_model_layout(data.references[0, 0].float().mean(0, keepdim=True), spec)[0]
         low, high = float(mixture.min()), float(mixture.max())
         images = {
             "round/mask": _picture(mask, 0.0, 1.0),

@@ -11,6 +11,7 @@ from lightning.pytorch import LightningDataModule, Trainer
 from torch.utils.data import DataLoader
 
 from dgmo_pl.audio import frontend as fe
+from dgmo_pl.diffusion.backbones import Backbone, infer_backbone
 from dgmo_pl.diffusion.cache import TensorCache
 from dgmo_pl.diffusion.loading import model_revision
 from dgmo_pl.diffusion.provider import ReferenceProvider
@@ -64,7 +65,10 @@ class SeparationDataModule(LightningDataModule):
         references: Time-aligned recordings (true sources, any rate and channels, the mixture's
             duration) to use as references instead of generating them: a list of files for one
             query, or, with several queries, one list per query.
-        model: AudioLDM hub id or local folder in diffusers layout.
+        model: Diffusion model: hub id or local folder in diffusers layout.
+        backbone: Which text-to-audio model family ``model`` is (``class_path``, e.g.
+            ``AudioLDM2``); ``null``: inferred from the folder's ``model_index.json`` or the hub id.
+            It sets the front end: STFT and mel sizes, layout.
         num_references: K, references generated per round.
         ddim_steps: DDIM steps of inversion and denoising.
         noise_level: Fraction of the schedule inverted (1.0 = all the way).
@@ -90,6 +94,7 @@ class SeparationDataModule(LightningDataModule):
         queries: list[str] | None = None,
         references: list[str] | list[list[str]] | None = None,
         model: str = "cvssp/audioldm",
+        backbone: Backbone | None = None,
         num_references: int = 4,
         ddim_steps: int = 100,
         noise_level: float = 1.0,
@@ -105,7 +110,9 @@ class SeparationDataModule(LightningDataModule):
         max_batch: int | None = 16,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # The backbone holds the loaded networks: kept out of the hyperparameters (and checkpoints).
+        self.save_hyperparameters(ignore=["backbone"])
+        self.backbone = backbone if backbone is not None else infer_backbone(model)
         self._queries = self._check_queries(query, queries, references)
         self._reference_files = self._check_references(references, self._queries)
         if steps_per_round < 1:
@@ -114,7 +121,7 @@ class SeparationDataModule(LightningDataModule):
             raise InputError(f"steps_per_batch {steps_per_batch} must be at least 1: fix --data.steps_per_batch")
         if windows_per_fit < 1:
             raise InputError(f"windows_per_fit {windows_per_fit} must be at least 1: fix --data.windows_per_fit")
-        self.spec = fe.SpectrogramConfig()
+        self.spec = self.backbone.spec
         if not 0 <= window_overlap <= self.spec.segment_seconds / 2:
             raise InputError(
                 f"window_overlap {window_overlap} s must be between 0 and half a window "
@@ -256,7 +263,7 @@ class SeparationDataModule(LightningDataModule):
         """
         names = inspect.signature(type(self)).parameters
         settings = {k: v for k, v in self.hparams.items() if k in names}  # not what LightningCLI adds
-        settings.update(mixture=mixture, query=query, queries=None, references=references)
+        settings.update(mixture=mixture, query=query, queries=None, references=references, backbone=self.backbone)
         other = type(self)(**settings)
         if not references:
             self.load()
@@ -266,16 +273,16 @@ class SeparationDataModule(LightningDataModule):
     def _load_generator(self) -> None:
         hp = self.hparams
         generator = ReferenceGenerator.from_pretrained(
-            hp.model, precision=hp.precision, attention=hp.attention, compile=hp.compile, max_batch=hp.max_batch
+            hp.model, self.backbone, precision=hp.precision, attention=hp.attention, compile=hp.compile, max_batch=hp.max_batch
         )
-        trained_steps = generator.parts.scheduler.config.num_train_timesteps
+        trained_steps = generator.backbone.scheduler.config.num_train_timesteps
         if self.generation.ddim_steps > trained_steps:
             raise InputError(
                 f"ddim_steps {self.generation.ddim_steps} exceeds the {trained_steps} timesteps the model "
                 "was trained with: fix --data.ddim_steps"
             )
         revision = model_revision(hp.model) if self.cache.root is not None else "unknown"
-        identity = ReferenceProvider.identity_of(hp.model, revision, self.spec)
+        identity = ReferenceProvider.identity_of(hp.model, revision, self.spec, self.backbone.name)
         self.generator = generator
         self.provider = ReferenceProvider(generator, self.generation, self.cache, identity)
 
@@ -302,7 +309,7 @@ class SeparationDataModule(LightningDataModule):
     def _log_mel(self, mixture: Mixture, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Log-mel of a window, under ``mask`` (``[F, T]``) if given: ``[1, 1, T, M]``."""
         magnitude = mixture.magnitude if mask is None else mixture.magnitude * mask.to(mixture.magnitude)
-        return fe.diffusion_log_mel(magnitude, self.mel_basis, self.spec.n_frames)
+        return fe.diffusion_log_mel(magnitude, self.mel_basis, self.spec)
 
     def first_round_references(self, window: int) -> list[torch.Tensor]:
         """Round 0's references of every query for one window, generated together once: ``[K, 1, T, M]`` each."""

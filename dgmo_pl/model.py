@@ -128,7 +128,7 @@ class MaskSeparator(LightningModule):
         """Log-mel of the mixture under each query's mask: ``[W, F, T] -> [Q, W, 1, T, M]``."""
         masks = self._query_masks(self.mask())
         masked = (mixture_magnitude * masks).flatten(0, 1)
-        log_mel = diffusion_log_mel(masked, self.mel_basis, self.spec.n_frames)
+        log_mel = diffusion_log_mel(masked, self.mel_basis, self.spec)
         return log_mel.unflatten(0, masks.shape[:2])
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -152,4 +152,4 @@ def reference_log_mel(
     segment = model_segment(reference, mixture.index, spec)
     scaled = (segment - mixture.stats.mean) * (spec.peak / mixture.stats.peak)
     magnitude = fe.stft(scaled, spec).abs()[None]
-    return fe.diffusion_log_mel(magnitude, filterbank, spec.n_frames)
+    return fe.diffusion_log_mel(magnitude, filterbank, spec)

@@ -93,15 +93,16 @@ def test_reference_of_the_wrong_length(files: dict[str, Path], tmp_path: Path, c
     assert str(files["short_reference"]) in err and "0.500 s" in err and "1.000 s" in err
 
 
-def test_model_folder_that_is_not_audioldm(files: dict[str, Path], tmp_path: Path,
-                                           capsys: pytest.CaptureFixture) -> None:
-    """A folder that is not a diffusers AudioLDM is named, with what to pass instead."""
+def test_model_folder_of_an_unsupported_pipeline(files: dict[str, Path], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """A folder of a model no backbone supports is named, with the supported ones and what to pass instead."""
     folder = tmp_path / "some_model"
     folder.mkdir()
-    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    (folder / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
     err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(files["good"]),
                               "--data.model", str(folder))
-    assert str(folder) in err and "StableDiffusionPipeline" in err and "not an AudioLDM" in err
+    assert str(folder) in err and "FluxPipeline" in err and "no backbone supports" in err
+    assert "AudioLDMPipeline" in err and "--data.backbone" in err
 
 
 def test_model_that_cannot_be_downloaded(files: dict[str, Path], tmp_path: Path,

@@ -251,13 +251,13 @@ def test_diffusion_references_are_generated_with_one_model_load(example_set: Pat
     from dgmo_pl.diffusion import references
 
     loads = []
-    original = references.load_audioldm
+    original = references.load_backbone
 
     def counting_load(*args, **kwargs):
         loads.append(args)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(references, "load_audioldm", counting_load)
+    monkeypatch.setattr(references, "load_backbone", counting_load)
     main(["evaluate", "--config", str(REPO / "configs/dgmo.yaml"), "--trainer.default_root_dir", str(tmp_path),
           "--data.cache_dir", str(tmp_path / "refs"), *QUIET, "--data.model", str(tiny_model),
           "--data.ddim_steps", "3", "--data.steps_per_round", "3", "--trainer.max_epochs", "2",

@@ -75,7 +75,7 @@ def test_diffusion_log_mel_shape(speech):
     x, _ = frontend.normalise(speech, SPEC.peak)
     magnitude, _ = frontend.magnitude_and_phase(frontend.stft(x, SPEC))
     mel = frontend.diffusion_log_mel(
-        magnitude[..., : SPEC.n_frames].unsqueeze(0), frontend.mel_filterbank(SPEC), SPEC.n_frames
+        magnitude[..., : SPEC.n_frames].unsqueeze(0), frontend.mel_filterbank(SPEC), SPEC
     )
     assert mel.shape == (1, 1, 1024, 64)
     assert torch.isfinite(mel).all()
@@ -165,34 +165,34 @@ def _ramp(batch: int, mels: int, frames: int) -> torch.Tensor:
     return torch.arange(batch * mels * frames, dtype=torch.float32).reshape(batch, mels, frames)
 
 
-def test_to_diffusion_layout_is_time_major():
+def test_to_model_layout_is_time_major():
     """[B, M, T] with T == n_frames and even M becomes [B, 1, T, M] with out[b, 0, t, m] == in[b, m, t]."""
     x = _ramp(2, 64, 16)
-    out = frontend.to_diffusion_layout(x, 16)
+    out = frontend.to_model_layout(x, SpectrogramConfig(n_frames=16))
     assert out.shape == (2, 1, 16, 64)
     assert torch.equal(out[:, 0], x.transpose(1, 2))
 
 
-def test_to_diffusion_layout_drops_last_mel_of_odd_count():
+def test_to_model_layout_drops_last_mel_of_odd_count():
     """An odd mel count loses its last (highest) bin; the others are kept in order."""
     x = _ramp(1, 65, 16)
-    out = frontend.to_diffusion_layout(x, 16)
+    out = frontend.to_model_layout(x, SpectrogramConfig(n_frames=16))
     assert out.shape == (1, 1, 16, 64)
     assert torch.equal(out[0, 0], x[0, :64].T)
 
 
-def test_to_diffusion_layout_crops_extra_frames():
+def test_to_model_layout_crops_extra_frames():
     """Frames beyond n_frames are dropped; the first n_frames are kept."""
     x = _ramp(1, 64, 1025)
-    out = frontend.to_diffusion_layout(x, 1024)
+    out = frontend.to_model_layout(x, SpectrogramConfig(n_frames=1024))
     assert out.shape == (1, 1, 1024, 64)
     assert torch.equal(out[0, 0], x[0, :, :1024].T)
 
 
-def test_to_diffusion_layout_pads_short_input_with_silence():
+def test_to_model_layout_pads_short_input_with_silence():
     """Short inputs are padded at the end with log(1e-5) up to n_frames."""
     x = _ramp(1, 64, 10)
-    out = frontend.to_diffusion_layout(x, 1024)
+    out = frontend.to_model_layout(x, SpectrogramConfig(n_frames=1024))
     assert out.shape == (1, 1, 1024, 64)
     assert torch.equal(out[0, 0, :10], x[0].T)
     assert torch.equal(out[0, 0, 10:], torch.full((1014, 64), LOG_EPS))

@@ -34,6 +34,14 @@ def test_full_unet_has_about_185m_parameters(meta_unet: UNet2DConditionModel) ->
     assert count == pytest.approx(UNET_PARAMETERS, rel=0.05)
 
 
+@pytest.mark.parametrize(("base_width", "published"), [(192, 416e6), (256, 739e6)])
+def test_medium_and_large_unets_have_their_published_sizes(base_width: int, published: float) -> None:
+    """AudioLDM-M and -L (``--size full-m`` / ``full-l``): the S architecture at base width 192 and 256."""
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**full_unet_config(base_width))
+    assert sum(p.numel() for p in unet.parameters()) == pytest.approx(published, rel=0.02)
+
+
 def test_full_unet_maps_a_latent_to_a_latent(meta_unet: UNet2DConditionModel) -> None:
     """A latent [1, 8, 256, 16] with a 512-d CLAP embedding as class label gives a latent of its shape."""
     sample = torch.empty(LATENT_SHAPE, device="meta")
@@ -74,5 +82,5 @@ def test_full_components_have_the_published_sizes() -> None:
 
 def test_unknown_size_is_refused(tmp_path: Path) -> None:
     """``save_audioldm`` names the sizes it knows."""
-    with pytest.raises(ValueError, match="'tiny' or 'full'"):
-        save_audioldm(tmp_path, size="medium")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="tiny, full, full-m, full-l, got 'medium'"):
+        save_audioldm(tmp_path, size="medium")

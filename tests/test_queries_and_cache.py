@@ -46,7 +46,7 @@ class UNetCounter:
 @pytest.fixture
 def counter(monkeypatch: pytest.MonkeyPatch) -> UNetCounter:
     counter = UNetCounter()
-    monkeypatch.setattr(references, "load_audioldm", counter.wrap(references.load_audioldm))
+    monkeypatch.setattr(references, "load_backbone", counter.wrap(references.load_backbone))
     return counter
 
 
@@ -64,7 +64,7 @@ def two_query_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """Two queries of the demo mixture in one run; the cache it filled; the UNet work it did."""
     counter = UNetCounter()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(references, "load_audioldm", counter.wrap(references.load_audioldm))
+        patch.setattr(references, "load_backbone", counter.wrap(references.load_backbone))
         root = tmp_path_factory.mktemp("two")
         run = fit(root, *_args(tiny_model, "--data.queries", QUERIES))
     return {"root": root, "run": run, "loads": counter.loads, "evaluations": counter.evaluations}

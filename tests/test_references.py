@@ -27,13 +27,13 @@ def log_mel() -> torch.Tensor:
 
 def _count_unet_batches(generator: ReferenceGenerator) -> tuple[list[int], torch.utils.hooks.RemovableHandle]:
     batches: list[int] = []
-    handle = generator.parts.unet.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
+    handle = generator.backbone.unet.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
     return batches, handle
 
 
 def test_networks_are_frozen(generator: ReferenceGenerator) -> None:
     """No network trains or has a trainable parameter."""
-    for module in (generator.parts.unet, generator.parts.vae, generator.parts.text_encoder, generator.parts.vocoder):
+    for module in (generator.backbone.unet, generator.backbone.vae, generator.backbone.text_encoder, generator.backbone.vocoder):
         assert not module.training
         assert not any(p.requires_grad for p in module.parameters())
 
@@ -80,7 +80,7 @@ def test_denoising_undoes_inversion_for_the_same_noise(generator: ReferenceGener
     eps = torch.randn(2, 8, 256, 16)
     monkeypatch.setattr(generator, "_eps", lambda z, t, labels: eps[: z.shape[0]])
     timesteps = generator._timesteps(GenerationConfig(ddim_steps=20))
-    empty = torch.zeros(1, 32)
+    empty = {"class_labels": torch.zeros(1, 32)}
     noisy = generator.invert(latents, timesteps, empty)
     assert not torch.allclose(noisy, latents)
     # Down the same levels: from t_20 to t_1, the level inversion started from.
@@ -101,8 +101,9 @@ def test_guidance_combines_branches(generator: ReferenceGenerator, monkeypatch: 
         return type("Out", (), {"prev_sample": z})()
 
     monkeypatch.setattr(generator, "_eps", fake_eps)
-    monkeypatch.setattr(generator.parts.scheduler, "step", fake_step)
-    generator.denoise(torch.zeros(1, 8, 256, 16), torch.tensor([11, 1]), torch.ones(1, 32), torch.zeros(1, 32), 5.0)
+    monkeypatch.setattr(generator.backbone.scheduler, "step", fake_step)
+    generator.denoise(torch.zeros(1, 8, 256, 16), torch.tensor([11, 1]),
+                       {"class_labels": torch.ones(1, 32)}, {"class_labels": torch.zeros(1, 32)}, 5.0)
     assert len(seen) == 2 and torch.allclose(seen[0], torch.full_like(cond_eps, 1.0 + 5.0 * (2.0 - 1.0)))
 
 
@@ -132,9 +133,9 @@ def test_each_round_regenerates_from_the_thresholded_estimate(tiny_model: Path, 
     spec = SpectrogramConfig()
     mixture = load_mixture(DEMO_MIXTURE, spec)
     basis = mel_filterbank(spec)
-    assert torch.allclose(calls[0], diffusion_log_mel(mixture.magnitude, basis, 1024), atol=1e-5)
+    assert torch.allclose(calls[0], diffusion_log_mel(mixture.magnitude, basis, SpectrogramConfig()), atol=1e-5)
     for round_index in (1, 2):
-        expected = diffusion_log_mel(mixture.magnitude * masks[round_index - 1], basis, 1024)
+        expected = diffusion_log_mel(mixture.magnitude * masks[round_index - 1], basis, SpectrogramConfig())
         assert torch.allclose(calls[round_index], expected, atol=1e-5)
     assert (masks[0] < 0.9).any() and not torch.allclose(calls[1], calls[0])
 
@@ -178,11 +179,11 @@ def test_network_sees_each_timestep_in_order(generator: ReferenceGenerator, log_
 
 
 def _reference_code_inversion(generator: ReferenceGenerator, latents: torch.Tensor, timesteps: torch.Tensor,
-                              empty: torch.Tensor, scale: float) -> torch.Tensor:
+                              empty: dict, scale: float) -> torch.Tensor:
     """The authors' inversion: both guidance branches run, each with the empty prompt."""
-    alphas = generator.parts.scheduler.alphas_cumprod
-    stride = 1000 // generator.parts.scheduler.num_inference_steps
-    labels = empty.expand(2 * latents.shape[0], -1)
+    alphas = generator.backbone.scheduler.alphas_cumprod
+    stride = 1000 // generator.backbone.scheduler.num_inference_steps
+    labels = {"class_labels": empty["class_labels"].expand(2 * latents.shape[0], -1)}
     for t in timesteps.flip(0)[1:]:
         uncond, cond = generator._eps(torch.cat([latents, latents]), t, labels).chunk(2)
         eps = uncond + scale * (cond - uncond)
@@ -197,7 +198,7 @@ def test_one_branch_inversion_equals_the_reference_codes_two(generator: Referenc
     """Running the empty prompt once gives the doubled, guided inversion's latents at half the calls."""
     config = GenerationConfig(3, 6)
     latents = generator.encode_mel(log_mel, 3, torch.Generator().manual_seed(0))
-    empty = generator.encode_text([""])
+    _, empty = generator.conditions([])
     timesteps = generator._timesteps(config)
     ours = generator.invert(latents, timesteps, empty)
     theirs = _reference_code_inversion(generator, latents, timesteps, empty, scale=5.0)
@@ -248,7 +249,7 @@ def test_eager_attention_matches_sdpa(tiny_model: Path, log_mel: torch.Tensor) -
     config = GenerationConfig(2, 4)
     sdpa = ReferenceGenerator.from_pretrained(str(tiny_model))(log_mel, "dog", config, torch.Generator().manual_seed(0))
     eager = ReferenceGenerator.from_pretrained(str(tiny_model), attention="eager")
-    assert type(next(iter(eager.parts.unet.attn_processors.values()))).__name__ == "AttnProcessor"
+    assert type(next(iter(eager.backbone.unet.attn_processors.values()))).__name__ == "AttnProcessor"
     assert torch.allclose(eager(log_mel, "dog", config, torch.Generator().manual_seed(0)), sdpa, rtol=1e-4, atol=1e-4)
 
 
@@ -261,18 +262,18 @@ def test_precision_modes_keep_the_sampler_in_fp32(tiny_model: Path, log_mel: tor
     """-true casts the weights, -mixed autocasts; latents, noise and outputs stay fp32 and close to fp32's."""
     full = ReferenceGenerator.from_pretrained(str(tiny_model))
     low = ReferenceGenerator.from_pretrained(str(tiny_model), precision=precision)
-    assert low.dtype == weights and low.parts.vae.dtype == weights and low.parts.text_encoder.dtype == weights
+    assert low.dtype == weights and low.backbone.vae.dtype == weights and low.backbone.text_encoder.dtype == weights
     seen: list[torch.dtype] = []
-    handle = low.parts.unet.register_forward_hook(lambda m, a, out: seen.append(out.sample.dtype))
+    handle = low.backbone.unet.register_forward_hook(lambda m, a, out: seen.append(out.sample.dtype))
     try:
         latents = low.encode_mel(log_mel, 2, torch.Generator().manual_seed(0))
-        empty = low.encode_text([""])
-        eps = low._eps(latents, torch.tensor(501), empty.expand(2, -1))
+        _, empty = low.conditions([])
+        eps = low._eps(latents, torch.tensor(501), {"class_labels": empty["class_labels"].expand(2, -1)})
     finally:
         handle.remove()
-    assert seen == [network] and latents.dtype == eps.dtype == empty.dtype == torch.float32
+    assert seen == [network] and latents.dtype == eps.dtype == empty["class_labels"].dtype == torch.float32
     reference = full._eps(full.encode_mel(log_mel, 2, torch.Generator().manual_seed(0)), torch.tensor(501),
-                          full.encode_text([""]).expand(2, -1))
+                          {"class_labels": full.conditions([])[1]["class_labels"].expand(2, -1)})
     assert (eps - reference).norm() / reference.norm() < 0.05
     refs = low(log_mel, "dog barking", GenerationConfig(2, 3), torch.Generator().manual_seed(0))
     assert refs.dtype == torch.float32 and torch.isfinite(refs).all()
@@ -284,6 +285,6 @@ def test_compiled_unet_gives_the_same_references(tiny_model: Path, log_mel: torc
     plain = ReferenceGenerator.from_pretrained(str(tiny_model))(log_mel, "dog", config,
                                                                 torch.Generator().manual_seed(0))
     compiled = ReferenceGenerator.from_pretrained(str(tiny_model), compile=True)
-    assert compiled._unet is not compiled.parts.unet
+    assert compiled.backbone.denoiser is not compiled.backbone.unet
     assert torch.allclose(compiled(log_mel, "dog", config, torch.Generator().manual_seed(0)), plain,
                           rtol=1e-3, atol=1e-3)

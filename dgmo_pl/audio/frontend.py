@@ -1,4 +1,4 @@
-"""The AudioLDM front end (ALGORITHM.md section 1) as pure functions.
+"""The diffusion models' front ends (ALGORITHM.md section 1) as pure functions.
 
 No function keeps state between calls: normalisation returns its statistics and the caller passes
 them back to undo it. Shapes: ``B`` batch, ``N`` samples, ``F`` frequency bins (``n_fft // 2 + 1``),
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +18,14 @@ import torchaudio.functional as AF
 #: Floor of the mel magnitudes before the logarithm, and of the phase denominator.
 EPS = 1e-5
 
+#: How log-mels are laid out for a diffusion model: AudioLDM's time-major ``[1, T, M]`` log-mel,
+#: or an image ``[1, M, T]`` in [0, 1] with high frequencies on top (Auffusion).
+Layout = Literal["time-major", "image"]
+
 
 @dataclass(frozen=True)
 class SpectrogramConfig:
-    """Front-end settings of the AudioLDM family; the defaults are the paper's.
+    """Front-end settings of a diffusion model; the defaults are AudioLDM's (the paper's).
 
     Attributes:
         sample_rate: Rate the model works at, in Hz.
@@ -35,6 +39,8 @@ class SpectrogramConfig:
         f_max: Highest mel frequency in Hz.
         n_frames: STFT frames kept for the mask and the diffusion input.
         peak: Peak absolute value after normalisation.
+        layout: How the model sees a log-mel (see :data:`Layout`).
+        image_max: With the ``image`` layout, the magnitude mapped to 1 (``EPS`` maps to 0).
     """
 
     sample_rate: int = 16000
@@ -47,6 +53,8 @@ class SpectrogramConfig:
     f_max: float = 8000.0
     n_frames: int = 1024
     peak: float = 0.5
+    layout: Layout = "time-major"
+    image_max: float = 200.0
 
     @property
     def n_freq(self) -> int:
@@ -177,26 +185,45 @@ def log_mel(magnitude: torch.Tensor, filterbank: torch.Tensor) -> torch.Tensor:
     return torch.log(torch.clamp(mel, min=EPS))
 
 
-def to_diffusion_layout(log_mels: torch.Tensor, n_frames: int) -> torch.Tensor:
-    """Time-major layout of the diffusion model: ``[B, M, T] -> [B, 1, n_frames, M']``.
+def fit_frames(log_mels: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """Crop, or pad with silence (``log(1e-5)``), the last axis to ``n_frames``: ``[..., T] -> [..., n_frames]``."""
+    t = log_mels.shape[-1]
+    if t >= n_frames:
+        return log_mels[..., :n_frames]
+    return F.pad(log_mels, (0, n_frames - t), value=math.log(EPS))
 
-    Frames are cropped or padded with silence (``log(1e-5)``) to ``n_frames``; the last mel bin is
-    dropped when ``M`` is odd (``M' = M - M % 2``).
+
+def to_model_layout(log_mels: torch.Tensor, spec: SpectrogramConfig) -> torch.Tensor:
+    """Lay log-mels out as the diffusion model sees them: ``[B, M, T] -> [B, 1, H, W]``.
+
+    Frames are cropped or padded with silence to ``spec.n_frames`` first. ``time-major``:
+    ``[B, 1, n_frames, M']``, the last mel bin dropped when ``M`` is odd (``M' = M - M % 2``).
+    ``image``: ``[B, 1, M, n_frames]``, rescaled from ``[log(EPS), log(image_max)]`` to [0, 1]
+    (clamped) and flipped so that the highest frequency is the first row.
     """
-    x = log_mels.transpose(-1, -2)
-    t = x.shape[-2]
-    if t > n_frames:
-        x = x[..., :n_frames, :]
-    elif t < n_frames:
-        x = F.pad(x, (0, 0, 0, n_frames - t), value=math.log(EPS))
+    x = fit_frames(log_mels, spec.n_frames)
+    if spec.layout == "image":
+        low, high = math.log(EPS), math.log(spec.image_max)
+        x = ((x.clamp(low, high) - low) / (high - low)).flip(-2)
+        return x.unsqueeze(-3)
+    x = x.transpose(-1, -2)
     if x.shape[-1] % 2:
         x = x[..., :-1]
     return x.unsqueeze(-3)
 
 
-def diffusion_log_mel(magnitude: torch.Tensor, filterbank: torch.Tensor, n_frames: int) -> torch.Tensor:
-    """Magnitude STFT to the diffusion model's log-mel: ``[B, F, T] -> [B, 1, n_frames, M']``."""
-    return to_diffusion_layout(log_mel(magnitude, filterbank), n_frames)
+def from_model_layout(layout: torch.Tensor, spec: SpectrogramConfig) -> torch.Tensor:
+    """Inverse of :func:`to_model_layout` (up to its clamp and dropped bin): ``[B, 1, H, W] -> [B, M', n_frames]``."""
+    x = layout.squeeze(-3)
+    if spec.layout == "image":
+        low, high = math.log(EPS), math.log(spec.image_max)
+        return x.flip(-2) * (high - low) + low
+    return x.transpose(-1, -2)
+
+
+def diffusion_log_mel(magnitude: torch.Tensor, filterbank: torch.Tensor, spec: SpectrogramConfig) -> torch.Tensor:
+    """Magnitude STFT to the diffusion model's log-mel layout: ``[B, F, T] -> [B, 1, H, W]`` (see :func:`to_model_layout`)."""
+    return to_model_layout(log_mel(magnitude, filterbank), spec)
 
 
 def prepare_waveform(waveform: torch.Tensor, sample_rate: int, spec: SpectrogramConfig) -> torch.Tensor:

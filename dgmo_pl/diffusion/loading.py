@@ -1,42 +1,26 @@
-"""Loading AudioLDM's diffusers components from a hub id or a local folder."""
+"""Loading a diffusion model's components from a hub id or a local folder, with errors that say what to do."""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from huggingface_hub import snapshot_download
 from huggingface_hub.utils import validate_repo_id
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from transformers import AutoTokenizer, ClapTextModelWithProjection, PreTrainedTokenizerBase, SpeechT5HifiGan
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from dgmo_pl.diffusion.cache import folder_digest
 from dgmo_pl.errors import InputError
 
-#: ``model_index.json`` class names accepted as an AudioLDM (v1) folder.
-AUDIOLDM_PIPELINES = ("AudioLDMPipeline",)
-#: A real RoBERTa vocabulary has 50,265 entries; offline, a hub load can silently return ~5.
+#: A real tokenizer has tens of thousands of entries; offline, a hub load can silently return ~5.
 MIN_VOCAB_SIZE = 100
 
 
 class ModelLoadError(InputError):
     """The diffusion model could not be loaded from where the user pointed."""
-
-
-@dataclass
-class AudioLDMComponents:
-    """The frozen parts of an AudioLDM model (vocoder optional: only needed to listen)."""
-
-    vae: AutoencoderKL
-    unet: UNet2DConditionModel
-    text_encoder: ClapTextModelWithProjection
-    tokenizer: PreTrainedTokenizerBase
-    scheduler: DDIMScheduler
-    vocoder: SpeechT5HifiGan | None = None
 
 
 def _hub_cache() -> str:
@@ -53,7 +37,7 @@ def _where(model: str) -> str:
     return f"{mode} (cache: {_hub_cache()}); no local folder named '{model}' exists"
 
 
-def _is_hub_id(model: str) -> bool:
+def is_hub_id(model: str) -> bool:
     try:
         validate_repo_id(model)
     except ValueError:
@@ -61,13 +45,14 @@ def _is_hub_id(model: str) -> bool:
     return True
 
 
-def _advice(model: str) -> str:
+def advice(model: str) -> str:
+    """What the user can do when ``model`` cannot be loaded."""
     if Path(model).is_dir():
         return (
             f"the folder '{model}' is incomplete or damaged: re-create it (`python -m dgmo_pl.tiny DIR` for "
-            "the tiny model) or download it again, then pass it with `--data.model`"
+            "a tiny model) or download it again, then pass it with `--data.model`"
         )
-    if not _is_hub_id(model):
+    if not is_hub_id(model):
         return (
             f"'{model}' is neither an existing folder nor a hub id: check the path, or pass a hub id "
             "such as cvssp/audioldm or a folder in diffusers layout with `--data.model`"
@@ -79,8 +64,17 @@ def _advice(model: str) -> str:
     )
 
 
-def check_model_folder(model: str) -> None:
-    """Check that a local ``model`` folder is a diffusers AudioLDM; hub ids pass unchecked.
+def pipeline_name(model: str) -> str | None:
+    """The ``_class_name`` of a local folder's ``model_index.json`` (``None``: no readable index)."""
+    try:
+        name = json.loads((Path(model) / "model_index.json").read_text()).get("_class_name")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def check_model_folder(model: str, backbone: str, pipelines: tuple[str, ...]) -> None:
+    """Check that a local ``model`` folder holds one of ``pipelines``; hub ids pass unchecked.
 
     Raises:
         ModelLoadError: The folder has no ``model_index.json`` or it names another pipeline.
@@ -88,32 +82,51 @@ def check_model_folder(model: str) -> None:
     folder = Path(model)
     if not folder.exists():
         return
-    index = folder / "model_index.json"
-    if not index.is_file():
+    if not (folder / "model_index.json").is_file():
         raise ModelLoadError(
-            f"model folder '{model}' is not a diffusers AudioLDM (no model_index.json): "
+            f"model folder '{model}' is not a diffusers {backbone} model (no model_index.json): "
             "pass a folder saved in diffusers layout, e.g. one made by `python -m dgmo_pl.tiny DIR`"
         )
-    try:
-        name = json.loads(index.read_text()).get("_class_name")
-    except (json.JSONDecodeError, AttributeError):
-        name = None
-    if name not in AUDIOLDM_PIPELINES:
+    name = pipeline_name(model)
+    if name not in pipelines:
         raise ModelLoadError(
-            f"model folder '{model}' holds a {name or 'unknown'} model, not an AudioLDM "
-            f"({', '.join(AUDIOLDM_PIPELINES)}): pass an AudioLDM folder or hub id such as cvssp/audioldm"
+            f"model folder '{model}' holds a {name or 'unknown'} model, not a {backbone} model "
+            f"({', '.join(pipelines)}): pass a {backbone} folder, or set --data.backbone to the backbone "
+            "that matches it"
         )
 
 
-def _load(cls: Any, model: str, subfolder: str, **kwargs: Any) -> Any:
+def has_part(model: str, subfolder: str) -> bool:
+    """Whether ``model`` has ``subfolder`` (a hub id is assumed to have it; loading will tell)."""
+    return not Path(model).is_dir() or (Path(model) / subfolder).is_dir()
+
+
+def load_part(cls: Any, model: str, subfolder: str, backbone: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(model, subfolder=...)``, or a :class:`ModelLoadError` that says what to do."""
     try:
         return cls.from_pretrained(model, subfolder=subfolder, **kwargs)
     except (OSError, ValueError, json.JSONDecodeError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise load_error(model, subfolder, backbone, err) from None
+
+
+def load_error(model: str, subfolder: str, backbone: str, err: BaseException) -> ModelLoadError:
+    """The error of a component that could not be loaded: which, from where, why, and what to do."""
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ModelLoadError(
+        f"could not load the '{subfolder}' of {backbone} model '{model}' from {_where(model)} "
+        f"({reason}); {advice(model)}"
+    )
+
+
+def load_tokenizer(model: str, subfolder: str, backbone: str) -> PreTrainedTokenizerBase:
+    """A tokenizer, refused when nearly empty (what a failed offline hub load can silently return)."""
+    tokenizer = load_part(AutoTokenizer, model, subfolder, backbone)
+    if len(tokenizer) < MIN_VOCAB_SIZE:
         raise ModelLoadError(
-            f"could not load the '{subfolder}' of AudioLDM model '{model}' from {_where(model)} "
-            f"({reason}); {_advice(model)}"
-        ) from None
+            f"the tokenizer of {backbone} model '{model}' from {_where(model)} has only "
+            f"{len(tokenizer)} tokens (a failed offline download returns a near-empty one); {advice(model)}"
+        )
+    return tokenizer
 
 
 def freeze(module: torch.nn.Module) -> torch.nn.Module:
@@ -121,37 +134,6 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
     module.eval()
     module.requires_grad_(False)
     return module
-
-
-def load_audioldm(model: str, dtype: torch.dtype = torch.float32) -> AudioLDMComponents:
-    """Load and freeze AudioLDM's components with ``from_pretrained``.
-
-    Args:
-        model: A hub id (``cvssp/audioldm``) or a local folder in diffusers layout.
-        dtype: Weights' dtype of the networks.
-
-    Raises:
-        ModelLoadError: A component cannot be loaded, or the tokenizer came back nearly empty.
-    """
-    check_model_folder(model)
-    tokenizer = _load(AutoTokenizer, model, "tokenizer")
-    if len(tokenizer) < MIN_VOCAB_SIZE:
-        raise ModelLoadError(
-            f"the tokenizer of AudioLDM model '{model}' from {_where(model)} has only "
-            f"{len(tokenizer)} tokens (a failed offline download returns a near-empty one); {_advice(model)}"
-        )
-    parts = {
-        "vae": _load(AutoencoderKL, model, "vae", torch_dtype=dtype, low_cpu_mem_usage=False),
-        "unet": _load(UNet2DConditionModel, model, "unet", torch_dtype=dtype, low_cpu_mem_usage=False),
-        "text_encoder": _load(ClapTextModelWithProjection, model, "text_encoder", dtype=dtype),
-    }
-    has_vocoder = not Path(model).is_dir() or (Path(model) / "vocoder").is_dir()
-    vocoder = _load(SpeechT5HifiGan, model, "vocoder", dtype=dtype) if has_vocoder else None
-    for module in (*parts.values(), vocoder):
-        if module is not None:
-            freeze(module)
-    scheduler = _load(DDIMScheduler, model, "scheduler")
-    return AudioLDMComponents(tokenizer=tokenizer, scheduler=scheduler, vocoder=vocoder, **parts)
 
 
 def model_revision(model: str) -> str:
@@ -165,5 +147,5 @@ def model_revision(model: str) -> str:
     try:
         folder = Path(snapshot_download(model, local_files_only=True))
     except (OSError, ValueError) as err:
-        raise ModelLoadError(f"cannot find the snapshot of '{model}' in the hub cache ({err}); {_advice(model)}") from None
+        raise ModelLoadError(f"cannot find the snapshot of '{model}' in the hub cache ({err}); {advice(model)}") from None
     return f"commit:{folder.name}"

@@ -47,9 +47,9 @@ class ReferenceProvider:
         self._inversions: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     @staticmethod
-    def identity_of(model: str, revision: str, spec: SpectrogramConfig) -> dict[str, Any]:
-        """The key fields shared by every entry of one model and front end."""
-        return {"model": model, "revision": revision, "front_end": asdict(spec)}
+    def identity_of(model: str, revision: str, spec: SpectrogramConfig, backbone: str) -> dict[str, Any]:
+        """The key fields shared by every entry of one model, backbone and front end."""
+        return {"model": model, "revision": revision, "backbone": backbone, "front_end": asdict(spec)}
 
     def key(
         self, kind: str, mixture: str, estimate_digest: str, round_index: int, seed: int, query: str | None = None

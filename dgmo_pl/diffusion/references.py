@@ -1,4 +1,4 @@
-"""Reference spectrograms of the queried sound (ALGORITHM.md section 2), on diffusers' parts."""
+"""Reference spectrograms of the queried sound (ALGORITHM.md section 2), written once for every backbone."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from typing import Iterator, Literal, get_args
 
 import torch
-import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 from tqdm.auto import tqdm
 
-from dgmo_pl.diffusion.loading import AudioLDMComponents, load_audioldm
+from dgmo_pl.diffusion.backbones import Backbone, Condition, cat_conditions, load_backbone, map_condition
 
 #: Latents beyond this magnitude mean the VAE saw something off-distribution...
 LATENT_ALARM = 100.0
@@ -65,12 +64,14 @@ class GenerationConfig:
 class ReferenceGenerator:
     """Turns the current estimate's log-mel into K reference log-mels of each queried sound.
 
-    The networks are frozen: eval mode, no trainable parameters, run under ``torch.no_grad``.
+    The DDIM inversion and the guided denoising are the same for every backbone; what differs
+    between models (text conditioning, layouts, vocoder) is behind :class:`Backbone`. Log-mels are
+    in the backbone's layout (``spec.layout``): ``[., 1, H, W]``. The networks are frozen: eval mode, no trainable parameters, run under ``torch.no_grad``.
     Batches of K references x queries x guidance branches go through the UNet together, in
     calls of at most ``max_batch`` samples.
 
     Args:
-        components: The loaded AudioLDM parts.
+        backbone: The loaded diffusion model.
         precision: How the networks run (see :data:`Precision`); the sampler stays fp32.
         attention: Attention kernel of the UNet (see :data:`Attention`).
         compile: Run the UNet through ``torch.compile``.
@@ -79,14 +80,15 @@ class ReferenceGenerator:
 
     def __init__(
         self,
-        components: AudioLDMComponents,
+        backbone: Backbone,
         precision: Precision = "32-true",
         attention: Attention = "sdpa",
         compile: bool = False,
         max_batch: int | None = None,
     ) -> None:
         self.check_runtime(precision, attention, max_batch)
-        self.parts = components
+        backbone.check_loaded()
+        self.backbone = backbone
         self.precision, self.attention, self.compiled, self.max_batch = precision, attention, compile, max_batch
         #: Show progress bars while generating; ``None``: only on a terminal.
         self.progress: bool | None = None
@@ -94,8 +96,8 @@ class ReferenceGenerator:
         self._autocast_dtype = _DTYPES[kind] if mode == "mixed" else None
         if self.weights_dtype(precision) != self.dtype:
             self._networks_to(dtype=self.weights_dtype(precision))
-        self.parts.unet.set_attn_processor(AttnProcessor2_0() if attention == "sdpa" else AttnProcessor())
-        self._unet = torch.compile(self.parts.unet) if compile else self.parts.unet
+        backbone.unet.set_attn_processor(AttnProcessor2_0() if attention == "sdpa" else AttnProcessor())
+        backbone.denoiser = torch.compile(backbone.unet) if compile else backbone.unet
 
     @staticmethod
     def check_runtime(precision: str, attention: str, max_batch: int | None) -> None:
@@ -114,24 +116,27 @@ class ReferenceGenerator:
         return _DTYPES[kind] if mode == "true" else torch.float32
 
     @classmethod
-    def from_pretrained(cls, model: str, precision: Precision = "32-true", **runtime: object) -> "ReferenceGenerator":
-        """Load from a hub id or a local diffusers folder (see :func:`load_audioldm`).
+    def from_pretrained(
+        cls, model: str, backbone: Backbone | None = None, precision: Precision = "32-true", **runtime: object
+    ) -> "ReferenceGenerator":
+        """Load from a hub id or a local diffusers folder (see :func:`~dgmo_pl.diffusion.backbones.load_backbone`).
 
         Args:
             model: Hub id or folder.
+            backbone: The model's backbone (``None``: inferred from ``model``).
             precision: How the networks run (weights are loaded in their dtype).
             **runtime: The constructor's other runtime settings (attention, compile, max_batch).
         """
-        return cls(load_audioldm(model, cls.weights_dtype(precision)), precision, **runtime)
+        return cls(load_backbone(model, backbone, cls.weights_dtype(precision)), precision, **runtime)
 
     @property
     def device(self) -> torch.device:
-        return self.parts.unet.device
+        return self.backbone.unet.device
 
     @property
     def dtype(self) -> torch.dtype:
         """The networks' weights dtype."""
-        return self.parts.unet.dtype
+        return self.backbone.unet.dtype
 
     @property
     def numerics(self) -> dict[str, object]:
@@ -139,9 +144,8 @@ class ReferenceGenerator:
         return {"precision": self.precision, "attention": self.attention, "compile": self.compiled}
 
     def _networks_to(self, *args: object, **kwargs: object) -> None:
-        for module in (self.parts.vae, self.parts.unet, self.parts.text_encoder, self.parts.vocoder):
-            if module is not None:
-                module.to(*args, **kwargs)
+        for module in self.backbone.networks():
+            module.to(*args, **kwargs)
 
     def to(self, device: torch.device | str) -> "ReferenceGenerator":
         """Move the networks to ``device``."""
@@ -162,76 +166,74 @@ class ReferenceGenerator:
         size = self.max_batch or tensors[0].shape[0]
         yield from zip(*(t.split(size) for t in tensors))
 
+    def _cast(self, value: torch.Tensor) -> torch.Tensor:
+        """Floating tensors to the networks' dtype; others (attention masks) as they are."""
+        return value.to(self.dtype) if value.is_floating_point() else value
+
     @staticmethod
     def check_inputs(log_mel: torch.Tensor, queries: str | list[str]) -> None:
         """Raise ``ValueError`` naming the first bad argument (settings check themselves)."""
         if log_mel.dim() != 4 or log_mel.shape[:2] != (1, 1):
-            raise ValueError(f"log_mel must have shape [1, 1, frames, mels], got {list(log_mel.shape)}")
+            raise ValueError(f"log_mel must have shape [1, 1, H, W] (the backbone's layout), got {list(log_mel.shape)}")
         for query in [queries] if isinstance(queries, str) else queries or [None]:
             if not isinstance(query, str) or not query.strip():
                 raise ValueError(f"each query must be a non-empty text, got {query!r}")
 
     @torch.no_grad()
-    def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """L2-normalised CLAP text embeddings, AudioLDM's ``class_labels``: ``-> [len(texts), D]``."""
-        tok = self.parts.tokenizer(
-            texts,
-            padding="max_length",
-            max_length=self.parts.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
+    def conditions(self, texts: list[str]) -> tuple[Condition, Condition]:
+        """The backbone's conditions of ``texts`` ``[len(texts), ...]`` and of the empty prompt ``[1, ...]``."""
         with self._autocast():
-            out = self.parts.text_encoder(
-                tok.input_ids.to(self.device), attention_mask=tok.attention_mask.to(self.device)
-            )
-        return F.normalize(out.text_embeds.float(), dim=-1)
+            return self.backbone.encode_prompts(texts)
 
     @torch.no_grad()
     def encode_mel(self, log_mel: torch.Tensor, k: int, generator: torch.Generator | None) -> torch.Tensor:
-        """K scaled VAE posterior samples of one log-mel, fp32: ``[1, 1, T, M] -> [K, C, T/4, M/4]``."""
+        """K scaled VAE posterior samples of one log-mel, fp32: ``[1, 1, H, W] -> [K, C, H/f, W/f]``."""
+        image = self.backbone.vae_input(log_mel.to(self.device, self.dtype))
         with self._autocast():
-            posterior = self.parts.vae.encode(log_mel.to(self.device, self.dtype)).latent_dist
+            posterior = self.backbone.vae.encode(image).latent_dist
         # Sampled in fp32 on the CPU generator, so a seed gives the same noise on every device.
         mean, std = posterior.mean.float(), posterior.std.float()
         noise = torch.randn((k, *mean.shape[1:]), generator=generator).to(mean.device)
-        latents = (mean + std * noise) * self.parts.vae.config.scaling_factor
+        latents = (mean + std * noise) * self.backbone.vae.config.scaling_factor
         if latents.abs().amax() > LATENT_ALARM:
             latents = latents.clamp(-LATENT_CLAMP, LATENT_CLAMP)
         return latents
 
     @torch.no_grad()
     def decode_mel(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents back to log-mels, fp32: ``[N, C, T/4, M/4] -> [N, 1, T, M]``."""
-        scaled = (latents / self.parts.vae.config.scaling_factor).to(self.dtype)
+        """Latents back to log-mels in the backbone's layout, fp32: ``[N, C, H/f, W/f] -> [N, 1, H, W]``."""
+        scaled = (latents / self.backbone.vae.config.scaling_factor).to(self.dtype)
         with self._autocast():
-            return torch.cat([self.parts.vae.decode(z).sample.float() for (z,) in self._chunks(scaled)])
+            decoded = [self.backbone.vae_output(self.backbone.vae.decode(z).sample.float()) for (z,) in self._chunks(scaled)]
+        return torch.cat(decoded).float()
 
     def _timesteps(self, config: GenerationConfig) -> torch.Tensor:
         """The last ``noise_level`` fraction of the DDIM schedule, from high to low noise."""
-        self.parts.scheduler.set_timesteps(config.ddim_steps)
-        return self.parts.scheduler.timesteps[-config.denoising_steps :]
+        self.backbone.scheduler.set_timesteps(config.ddim_steps)
+        return self.backbone.scheduler.timesteps[-config.denoising_steps :]
 
-    def _eps(self, latents: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _eps(self, latents: torch.Tensor, t: torch.Tensor, condition: Condition) -> torch.Tensor:
         """Predicted noise, fp32, in network calls of at most ``max_batch`` samples: ``[N, C, H, W]``."""
+        names = list(condition)
         out = []
         with self._autocast():
-            for z, c in self._chunks(latents.to(self.dtype), labels.to(self.dtype)):
-                out.append(self._unet(z, t, encoder_hidden_states=None, class_labels=c).sample.float())
+            for z, *values in self._chunks(latents.to(self.dtype), *(self._cast(condition[n]) for n in names)):
+                out.append(self.backbone.predict_noise(z, t, dict(zip(names, values))).float())
         return torch.cat(out)
 
     @torch.no_grad()
     def invert(
-        self, latents: torch.Tensor, timesteps: torch.Tensor, empty: torch.Tensor, desc: str = "DDIM inversion"
+        self, latents: torch.Tensor, timesteps: torch.Tensor, empty: Condition, desc: str = "DDIM inversion"
     ) -> torch.Tensor:
         """DDIM inversion with the empty prompt, up the schedule (``len(timesteps) - 1`` calls).
 
         The reference implementation runs both guidance branches here with the same empty
         prompt; the guided noise then equals the unguided one, so one branch is run.
         """
-        alphas = self.parts.scheduler.alphas_cumprod
-        stride = self.parts.scheduler.config.num_train_timesteps // self.parts.scheduler.num_inference_steps
-        labels = empty.expand(latents.shape[0], -1)
+        scheduler = self.backbone.scheduler
+        alphas = scheduler.alphas_cumprod
+        stride = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+        labels = _expand(empty, latents.shape[0])
         latents = latents.float()
         for t in self._steps(timesteps.flip(0)[1:], desc):
             a_t = float(alphas[int(t)])
@@ -246,8 +248,8 @@ class ReferenceGenerator:
         self,
         latents: torch.Tensor,
         timesteps: torch.Tensor,
-        text: torch.Tensor,
-        empty: torch.Tensor,
+        text: Condition,
+        empty: Condition,
         scale: float,
         desc: str = "guided DDIM denoising",
     ) -> torch.Tensor:
@@ -256,29 +258,29 @@ class ReferenceGenerator:
         Args:
             latents: Inverted latents, ``[N, C, H, W]``.
             timesteps: The schedule, high to low noise.
-            text: Text condition of each sample, ``[N, D]`` (or ``[1, D]`` for all).
-            empty: The empty prompt's condition, ``[1, D]``.
+            text: Text condition of each sample, ``[N, ...]`` (or ``[1, ...]`` for all).
+            empty: The empty prompt's condition, ``[1, ...]``.
             scale: Guidance scale (at most 1: the text branch alone).
             desc: Progress bar label.
         """
         n = latents.shape[0]
         guided = scale > 1.0
-        text = text.expand(n, -1)
-        labels = torch.cat([empty.expand(n, -1), text]) if guided else text
+        text = _expand(text, n)
+        labels = cat_conditions(_expand(empty, n), text) if guided else text
         latents = latents.float()
         for t in self._steps(timesteps, desc):
             eps = self._eps(torch.cat([latents, latents]) if guided else latents, t, labels)
             if guided:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + scale * (cond - uncond)
-            latents = self.parts.scheduler.step(eps, t, latents, eta=0.0).prev_sample
+            latents = self.backbone.scheduler.step(eps, t, latents, eta=0.0).prev_sample
         return latents
 
     @torch.no_grad()
     def invert_estimate(
         self, log_mel: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None, label: str = ""
     ) -> torch.Tensor:
-        """Steps 1-2 of a round, which do not depend on the query: ``[1, 1, T, M] -> [K, C, T/4, M/4]``.
+        """Steps 1-2 of a round, which do not depend on the query: ``[1, 1, H, W] -> [K, C, H/f, W/f]``.
 
         Args:
             log_mel: Log-mel of the current estimate in diffusion layout.
@@ -287,7 +289,7 @@ class ReferenceGenerator:
             label: Prefix of the progress bar (e.g. the round).
         """
         self.check_inputs(log_mel, "-")
-        empty = self.encode_text([""])
+        _, empty = self.conditions([])
         latents = self.encode_mel(log_mel, config.num_references, generator)
         return self.invert(latents, self._timesteps(config), empty, f"{label}DDIM inversion")
 
@@ -304,7 +306,7 @@ class ReferenceGenerator:
         """Generate K references of each query from one estimate, sharing the inversion.
 
         Args:
-            log_mel: Log-mel of the current estimate in diffusion layout, ``[1, 1, T, M]``.
+            log_mel: Log-mel of the current estimate in the backbone's layout, ``[1, 1, H, W]``.
             queries: Texts naming the sounds to separate.
             config: Generation settings.
             generator: Seeds the VAE posterior samples (the only randomness).
@@ -313,7 +315,7 @@ class ReferenceGenerator:
             label: Prefix of the progress bars (e.g. the round).
 
         Returns:
-            Reference log-mels ``[len(queries), K, 1, T, M]``, float32.
+            Reference log-mels ``[len(queries), K, 1, H, W]``, float32.
         """
         self.check_inputs(log_mel, queries)
         # 1-2. VAE posterior samples of the estimate, DDIM-inverted with the empty prompt; the
@@ -322,8 +324,8 @@ class ReferenceGenerator:
             inverted = self.invert_estimate(log_mel, config, generator, label)
         k = inverted.shape[0]
         # 3. Text conditions: each query for its K samples, and the empty prompt for guidance.
-        texts = self.encode_text([*queries, ""])
-        text, empty = texts[:-1].repeat_interleave(k, 0), texts[-1:]
+        text, empty = self.conditions(queries)
+        text = map_condition(lambda v: v.repeat_interleave(k, 0), text)
         # 4. Text-guided DDIM denoising of all queries' samples together.
         latents = inverted.repeat(len(queries), 1, 1, 1)
         latents = self.denoise(
@@ -340,14 +342,17 @@ class ReferenceGenerator:
         config: GenerationConfig = GenerationConfig(),
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Generate K references of one query: ``[1, 1, T, M] -> [K, 1, T, M]`` (see :meth:`generate`)."""
+        """Generate K references of one query: ``[1, 1, H, W] -> [K, 1, H, W]`` (see :meth:`generate`)."""
         self.check_inputs(log_mel, query)
         return self.generate(log_mel, [query], config, generator)[0]
 
     @torch.no_grad()
     def vocode(self, log_mels: torch.Tensor) -> torch.Tensor | None:
-        """Waveforms of log-mels with the model's vocoder, or ``None`` without one: ``[K, 1, T, M] -> [K, N]``."""
-        if self.parts.vocoder is None:
-            return None
+        """Waveforms of log-mels with the model's vocoder, or ``None`` without one: ``[K, 1, H, W] -> [K, N]``."""
         with self._autocast():
-            return self.parts.vocoder(log_mels.squeeze(1).to(self.device, self.dtype)).float()
+            return self.backbone.vocode(log_mels.to(self.device))
+
+
+def _expand(condition: Condition, n: int) -> Condition:
+    """A condition of batch 1 (or ``n``) repeated to batch ``n`` (a view, no copy)."""
+    return map_condition(lambda v: v.expand(n, *v.shape[1:]), condition)

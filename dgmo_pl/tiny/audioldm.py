@@ -1,23 +1,21 @@
-"""Write a seeded, randomly initialised AudioLDM in diffusers layout, offline: tiny or full size.
+"""Seeded, randomly initialised AudioLDM (v1) components, offline: tiny, or any of the real sizes.
 
-Usage: ``python -m dgmo_pl.tiny OUT_DIR [--size tiny|full] [--seed N]``.
+Written by ``python -m dgmo_pl.tiny OUT_DIR --backbone audioldm [--size tiny|full|full-m|full-l]``.
 
-``tiny`` (the default): the tensors have the real shapes (8 latent channels, 64 mel bins, VAE
+``tiny``: the tensors have the real shapes (8 latent channels, 64 mel bins, VAE
 scale factor 4, 512 -> 32 text projection width aside), so every code path runs as with the real
 model in seconds. ``full``: the AudioLDM-S architecture at its real size (ALGORITHM.md section 5;
 UNet about 185 M parameters, about 1.6 GB on disk), to measure the real model's speed and memory,
-which do not depend on the weights' values. Either way the weights are random, so what it
+which do not depend on the weights' values; ``full-m`` and ``full-l``: AudioLDM-M and -L (UNet
+base width 192 and 256 instead of 128). Either way the weights are random, so what it
 "separates" is not a separation.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import diffusers
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import (
@@ -27,13 +25,23 @@ from transformers import (
     SpeechT5HifiGan,
     SpeechT5HifiGanConfig,
 )
-from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from dgmo_pl.tiny.common import MAX_TOKENS, parameter_counts, save_components, tiny_tokenizer
+
+__all__ = ["SIZES", "build", "full_components", "full_unet_config", "parameter_counts", "save", "save_audioldm",
+           "save_full_audioldm", "save_tiny_audioldm", "tiny_components", "tiny_tokenizer"]
 
 TEXT_WIDTH = 32
-MAX_TOKENS = 32
 
-#: Model sizes :func:`save_audioldm` writes.
-Size = Literal["tiny", "full"]
+#: The sizes :func:`build` makes, and what each is.
+SIZES = {
+    "tiny": "tiny random AudioLDM",
+    "full": "full-size random AudioLDM-S",
+    "full-m": "full-size random AudioLDM-M",
+    "full-l": "full-size random AudioLDM-L",
+}
+#: UNet base width (``model_channels``) of AudioLDM-S, -M and -L; block widths are (1, 2, 3, 5) times it.
+BASE_WIDTHS = {"full": 128, "full-m": 192, "full-l": 256}
 #: AudioLDM-S (ALGORITHM.md section 5): UNet block widths...
 FULL_UNET_WIDTHS = (128, 256, 384, 640)
 #: ...and channels per attention head (the original's ``num_head_channels``).
@@ -55,18 +63,6 @@ SCHEDULER_CONFIG: dict[str, Any] = {
     "set_alpha_to_one": False,
     "steps_offset": 1,
 }
-
-
-def tiny_tokenizer(max_length: int = MAX_TOKENS) -> RobertaTokenizerFast:
-    """A byte-level RoBERTa tokenizer built in memory: special tokens plus the 256 byte symbols.
-
-    Args:
-        max_length: The tokenizer's ``model_max_length`` (texts are padded to it).
-    """
-    specials = ["<s>", "<pad>", "</s>", "<unk>"]
-    symbols = specials + sorted(set(bytes_to_unicode().values())) + ["<mask>"]
-    vocab = {token: i for i, token in enumerate(symbols)}
-    return RobertaTokenizerFast(vocab=vocab, merges=[], model_max_length=max_length)
 
 
 def tiny_components(seed: int = 0) -> dict[str, object]:
@@ -147,8 +143,8 @@ _LIBRARIES = {
 }
 
 
-def full_unet_config() -> dict[str, Any]:
-    """``UNet2DConditionModel`` arguments of AudioLDM-S's UNet (about 185 M parameters).
+def full_unet_config(base_width: int = 128) -> dict[str, Any]:
+    """``UNet2DConditionModel`` arguments of AudioLDM's UNet: -S (base width 128, about 185 M parameters), -M (192), -L (256).
 
     Attention runs over the latent only (``cross_attention_dim`` = block width, no text tokens);
     the CLAP text embedding enters through ``class_labels``, projected and concatenated to the
@@ -157,7 +153,7 @@ def full_unet_config() -> dict[str, Any]:
     diffusers conversion of the released checkpoints leaves it at the default 8 heads; the
     parameter count and FLOPs are the same either way.)
     """
-    widths = FULL_UNET_WIDTHS
+    widths = tuple(base_width * m for m in (1, 2, 3, 5))
     return {
         "sample_size": (256, 16),
         "in_channels": 8,
@@ -222,75 +218,42 @@ def full_vocoder() -> SpeechT5HifiGan:
     )
 
 
-def full_components(seed: int = 0) -> dict[str, object]:
-    """Build the full-size AudioLDM-S components with random weights and a fixed seed."""
+def full_components(seed: int = 0, size: str = "full") -> dict[str, object]:
+    """Build the full-size AudioLDM components (``size``: full = S, full-m, full-l) with random weights."""
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer(FULL_MAX_TOKENS)
     return {
         "tokenizer": tokenizer,
         "text_encoder": full_text_encoder(tokenizer),
-        "unet": UNet2DConditionModel(**full_unet_config()),
+        "unet": UNet2DConditionModel(**full_unet_config(BASE_WIDTHS[size])),
         "vae": full_vae(),
         "vocoder": full_vocoder(),
         "scheduler": DDIMScheduler(**SCHEDULER_CONFIG),
     }
 
 
-def parameter_counts(components: dict[str, object]) -> dict[str, int]:
-    """Number of parameters of each network among ``components``."""
-    return {
-        name: sum(p.numel() for p in part.parameters())
-        for name, part in components.items()
-        if isinstance(part, torch.nn.Module)
-    }
+def build(size: str = "tiny", seed: int = 0) -> dict[str, object]:
+    """The components of ``size`` (one of :data:`SIZES`) with seeded random weights."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    return tiny_components(seed) if size == "tiny" else full_components(seed, size)
 
 
-def _save(components: dict[str, object], out_dir: str | Path) -> Path:
+def save(components: dict[str, object], out_dir: str | Path) -> Path:
     """Write ``components`` to ``out_dir`` in diffusers' AudioLDM layout; returns the folder."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, component in components.items():
-        component.save_pretrained(out / name)
-    index = {"_class_name": "AudioLDMPipeline", "_diffusers_version": diffusers.__version__}
-    index.update({name: list(lib) for name, lib in _LIBRARIES.items()})
-    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-    return out
+    return save_components(components, out_dir, "AudioLDMPipeline", _LIBRARIES)
 
 
 def save_tiny_audioldm(out_dir: str | Path, seed: int = 0) -> Path:
     """Write the tiny model to ``out_dir`` in diffusers' AudioLDM layout; returns the folder."""
-    return _save(tiny_components(seed), out_dir)
+    return save(tiny_components(seed), out_dir)
 
 
 def save_full_audioldm(out_dir: str | Path, seed: int = 0) -> Path:
     """Write the full-size random AudioLDM-S to ``out_dir`` in diffusers' layout; returns the folder."""
-    return _save(full_components(seed), out_dir)
+    return save(full_components(seed), out_dir)
 
 
-def save_audioldm(out_dir: str | Path, seed: int = 0, size: Size = "tiny") -> Path:
-    """Write the random AudioLDM of ``size`` ("tiny" or "full") to ``out_dir``; returns the folder."""
-    if size not in ("tiny", "full"):
-        raise ValueError(f"size must be 'tiny' or 'full', got {size!r}")
-    return save_full_audioldm(out_dir, seed) if size == "full" else save_tiny_audioldm(out_dir, seed)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m dgmo_pl.tiny OUT_DIR [--size tiny|full] [--seed N]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", help="folder to write (created if needed)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    parser.add_argument(
-        "--size", choices=("tiny", "full"), default="tiny",
-        help="tiny: seconds on a CPU (default); full: AudioLDM-S's real architecture, about 1.6 GB",
-    )
-    args = parser.parse_args(argv)
-    components = full_components(args.seed) if args.size == "full" else tiny_components(args.seed)
-    out = _save(components, args.out_dir)
-    what = "full-size random AudioLDM-S" if args.size == "full" else "tiny random AudioLDM"
-    print(f"wrote a {what} (not a separation model) to {out}")
-    for name, count in parameter_counts(components).items():
-        print(f"  {name:<12} {count / 1e6:8.2f} M parameters")
-
-
-if __name__ == "__main__":
-    main()
+def save_audioldm(out_dir: str | Path, seed: int = 0, size: str = "tiny") -> Path:
+    """Write the random AudioLDM of ``size`` (one of :data:`SIZES`) to ``out_dir``; returns the folder."""
+    return save(build(size, seed), out_dir)

@@ -1,0 +1,3 @@
+from dgmo_pl.tiny import main
+
+main()
