@@ -88,7 +88,7 @@ PAPER_EVALUATIONS = 3588
 PAPER_ROUNDS = 3
 PAPER_STEPS = 100
 #: The full-size models timed by default (``--backbones``): backbone:size of ``python -m dgmo_pl.tiny``.
-DEFAULT_BACKBONES = "audioldm:full"
+DEFAULT_BACKBONES = "audioldm:full,audioldm2:full,auffusion:full"
 QUERIES = ["dog barking", "cat meowing", "church bell ringing", "man speaking"]
 
 

@@ -37,6 +37,8 @@ __all__ = ["BUILDERS", "FULL_HEAD_CHANNELS", "builder", "full_components", "full
 #: Command-line backbone name -> the module that builds its random models.
 BUILDERS = {
     "audioldm": "dgmo_pl.tiny.audioldm",
+    "audioldm2": "dgmo_pl.tiny.audioldm2",
+    "auffusion": "dgmo_pl.tiny.auffusion",
 }
 
 
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir", help="folder to write (created if needed)")
     parser.add_argument("--backbone", choices=tuple(BUILDERS), default="audioldm", help="model family (default audioldm)")
     parser.add_argument("--size", default="tiny", help="tiny (default), or a full size of the backbone "
-                        "(audioldm: full, full-m, full-l)")
+                        "(audioldm: full, full-m, full-l; audioldm2: full, full-large; auffusion: full)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     args = parser.parse_args(argv)
     module = builder(args.backbone)

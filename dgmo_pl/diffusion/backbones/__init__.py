@@ -11,14 +11,16 @@ from pathlib import Path
 import torch
 
 from dgmo_pl.diffusion.backbones.audioldm import AudioLDM
+from dgmo_pl.diffusion.backbones.audioldm2 import AudioLDM2
+from dgmo_pl.diffusion.backbones.auffusion import Auffusion
 from dgmo_pl.diffusion.backbones.base import Backbone, Condition, cat_conditions, map_condition
 from dgmo_pl.diffusion.loading import ModelLoadError, advice, is_hub_id, pipeline_name
 
-__all__ = ["BACKBONES", "AudioLDM", "Backbone", "Condition", "cat_conditions", "infer_backbone", "load_backbone",
+__all__ = ["BACKBONES", "AudioLDM", "AudioLDM2", "Auffusion", "Backbone", "Condition", "cat_conditions", "infer_backbone", "load_backbone",
            "map_condition"]
 
 #: Every backbone shipped, by name.
-BACKBONES: dict[str, type[Backbone]] = {cls.__name__: cls for cls in (AudioLDM,)}
+BACKBONES: dict[str, type[Backbone]] = {cls.__name__: cls for cls in (AudioLDM, AudioLDM2, Auffusion)}
 
 
 def _choices() -> str:
@@ -34,7 +36,7 @@ def infer_backbone(model: str) -> Backbone:
     if Path(model).is_dir():
         name = pipeline_name(model)
         for cls in BACKBONES.values():
-            if name in cls.pipelines:
+            if name in cls.pipelines and cls.accepts_folder(model):
                 return cls()
         what = f"a {name} model" if name else "no readable model_index.json"
         raise ModelLoadError(

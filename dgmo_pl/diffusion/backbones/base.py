@@ -116,6 +116,11 @@ class Backbone(ABC):
     # --- conveniences ----------------------------------------------------------------------
 
     @classmethod
+    def accepts_folder(cls, model: str) -> bool:
+        """Whether a local folder whose index names one of :attr:`pipelines` is this backbone's."""
+        return True
+
+    @classmethod
     def recognises(cls, model: str) -> bool:
         """Whether a hub id names one of this backbone's models."""
         return re.fullmatch(cls.hub_pattern, model.strip().lower()) is not None
