@@ -65,6 +65,39 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
+def tiny_vae() -> AutoencoderKL:
+    """A 3-level VAE: 1 channel in and out, 8 latent channels, factor 4 (``[1, 1024, 64] -> [8, 256, 16]``)."""
+    return AutoencoderKL(
+        in_channels=1,
+        out_channels=1,
+        latent_channels=8,
+        block_out_channels=(8, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        sample_size=256,
+        scaling_factor=0.9228,
+    )
+
+
+def tiny_vocoder() -> SpeechT5HifiGan:
+    """A narrow HiFi-GAN with AudioLDM's upsampling (64 mels, 160 samples per frame)."""
+    return SpeechT5HifiGan(
+        SpeechT5HifiGanConfig(
+            model_in_dim=64,
+            sampling_rate=16000,
+            upsample_initial_channel=32,
+            upsample_rates=[5, 4, 2, 2, 2],
+            upsample_kernel_sizes=[16, 16, 8, 4, 4],
+            resblock_kernel_sizes=[3],
+            resblock_dilation_sizes=[[1]],
+            normalize_before=False,
+            initializer_range=0.2,  # the default 0.01 makes a tiny vocoder output silence
+        )
+    )
+
+
 def tiny_components(seed: int = 0) -> dict[str, object]:
     """Build the tiny components with a fixed seed."""
     torch.manual_seed(seed)
@@ -97,31 +130,8 @@ def tiny_components(seed: int = 0) -> dict[str, object]:
         projection_class_embeddings_input_dim=TEXT_WIDTH,
         class_embeddings_concat=True,
     )
-    vae = AutoencoderKL(
-        in_channels=1,
-        out_channels=1,
-        latent_channels=8,
-        block_out_channels=(8, 16, 16),
-        layers_per_block=1,
-        norm_num_groups=8,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        sample_size=256,
-        scaling_factor=0.9228,
-    )
-    vocoder = SpeechT5HifiGan(
-        SpeechT5HifiGanConfig(
-            model_in_dim=64,
-            sampling_rate=16000,
-            upsample_initial_channel=32,
-            upsample_rates=[5, 4, 2, 2, 2],
-            upsample_kernel_sizes=[16, 16, 8, 4, 4],
-            resblock_kernel_sizes=[3],
-            resblock_dilation_sizes=[[1]],
-            normalize_before=False,
-            initializer_range=0.2,  # the default 0.01 makes a tiny vocoder output silence
-        )
-    )
+    vae = tiny_vae()
+    vocoder = tiny_vocoder()
     scheduler = DDIMScheduler(**SCHEDULER_CONFIG)
     return {
         "tokenizer": tokenizer,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler
+from diffusers import DDIMScheduler
 from diffusers.pipelines.audioldm2 import AudioLDM2ProjectionModel, AudioLDM2UNet2DConditionModel
 from transformers import (
     ClapConfig,
@@ -30,14 +30,12 @@ from transformers import (
     ClapModel,
     GPT2Config,
     GPT2LMHeadModel,
-    SpeechT5HifiGan,
-    SpeechT5HifiGanConfig,
     T5Config,
     T5EncoderModel,
     T5Tokenizer,
 )
 
-from dgmo_pl.tiny.audioldm import ROBERTA_VOCAB_SIZE, SCHEDULER_CONFIG, full_vae, full_vocoder
+from dgmo_pl.tiny.audioldm import ROBERTA_VOCAB_SIZE, SCHEDULER_CONFIG, full_vae, full_vocoder, tiny_vae, tiny_vocoder
 from dgmo_pl.tiny.common import MAX_TOKENS, parameter_counts, save_components, tiny_tokenizer
 
 __all__ = ["SIZES", "build", "full_components", "full_unet_config", "parameter_counts", "save", "tiny_components",
@@ -177,39 +175,6 @@ def gpt2(width: int, layers: int, heads: int, positions: int, vocab_size: int) -
     )  # fmt: skip
     config.max_new_tokens = GENERATED_TOKENS
     return GPT2LMHeadModel(config)
-
-
-def tiny_vae() -> AutoencoderKL:
-    """A 3-level VAE: 1 channel in and out, 8 latent channels, factor 4 (``[1, 1024, 64] -> [8, 256, 16]``)."""
-    return AutoencoderKL(
-        in_channels=1,
-        out_channels=1,
-        latent_channels=8,
-        block_out_channels=(8, 16, 16),
-        layers_per_block=1,
-        norm_num_groups=8,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        sample_size=256,
-        scaling_factor=0.9228,
-    )
-
-
-def tiny_vocoder() -> SpeechT5HifiGan:
-    """A narrow HiFi-GAN with AudioLDM's upsampling (64 mels, 160 samples per frame)."""
-    return SpeechT5HifiGan(
-        SpeechT5HifiGanConfig(
-            model_in_dim=64,
-            sampling_rate=16000,
-            upsample_initial_channel=32,
-            upsample_rates=[5, 4, 2, 2, 2],
-            upsample_kernel_sizes=[16, 16, 8, 4, 4],
-            resblock_kernel_sizes=[3],
-            resblock_dilation_sizes=[[1]],
-            normalize_before=False,
-            initializer_range=0.2,  # the default 0.01 makes a tiny vocoder output silence
-        )
-    )
 
 
 def tiny_components(seed: int = 0) -> dict[str, object]:
