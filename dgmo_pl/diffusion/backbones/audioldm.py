@@ -6,12 +6,12 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import ClapTextModelWithProjection, PreTrainedTokenizerBase, SpeechT5HifiGan
 
 from dgmo_pl.audio.frontend import SpectrogramConfig
 from dgmo_pl.diffusion.backbones.base import Backbone, Condition
-from dgmo_pl.diffusion.loading import check_model_folder, freeze, has_part, load_part, load_tokenizer
+from dgmo_pl.diffusion.loading import check_model_folder, has_part, load_part, load_tokenizer
 
 
 class AudioLDM(Backbone):
@@ -42,10 +42,7 @@ class AudioLDM(Backbone):
         self.text_encoder = load_part(ClapTextModelWithProjection, model, "text_encoder", self.name, dtype=dtype)
         if has_part(model, "vocoder"):
             self.vocoder = load_part(SpeechT5HifiGan, model, "vocoder", self.name, dtype=dtype)
-        for module in self.networks():
-            freeze(module)
-        self.scheduler = load_part(DDIMScheduler, model, "scheduler", self.name)
-        self.denoiser = self.unet
+        self._finish_loading(model)
 
     def networks(self) -> list[torch.nn.Module]:
         return [m for m in (self.vae, self.unet, self.text_encoder, self.vocoder) if m is not None]

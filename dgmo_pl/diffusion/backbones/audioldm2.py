@@ -6,13 +6,13 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from diffusers import AudioLDM2Pipeline, AutoencoderKL, DDIMScheduler
+from diffusers import AudioLDM2Pipeline, AutoencoderKL
 from diffusers.pipelines.audioldm2 import AudioLDM2ProjectionModel, AudioLDM2UNet2DConditionModel
 from transformers import ClapModel, GPT2LMHeadModel, PreTrainedTokenizerBase, SpeechT5HifiGan, T5EncoderModel
 
 from dgmo_pl.audio.frontend import SpectrogramConfig
 from dgmo_pl.diffusion.backbones.base import Backbone, Condition, cat_conditions, map_condition
-from dgmo_pl.diffusion.loading import check_model_folder, freeze, has_part, load_part, load_tokenizer
+from dgmo_pl.diffusion.loading import check_model_folder, has_part, load_part, load_tokenizer
 
 #: The UNet keywords of the three tensors a prompt becomes, in the order ``encode_prompt`` returns
 #: them: T5 token embeddings ``[B, L, 1024]``, their attention mask ``[B, L]`` (integer), and the
@@ -63,10 +63,7 @@ class AudioLDM2(Backbone):
         self.language_model = load_part(GPT2LMHeadModel, model, "language_model", self.name, dtype=dtype)
         if has_part(model, "vocoder"):
             self.vocoder = load_part(SpeechT5HifiGan, model, "vocoder", self.name, dtype=dtype)
-        for module in self.networks():
-            freeze(module)
-        self.scheduler = load_part(DDIMScheduler, model, "scheduler", self.name)
-        self.denoiser = self.unet
+        self._finish_loading(model)
         self._pipeline = None
 
     def networks(self) -> list[torch.nn.Module]:

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel, PreTrainedTokenizerBase
 
 from dgmo_pl.audio.frontend import SpectrogramConfig, from_model_layout
@@ -26,7 +26,6 @@ from dgmo_pl.diffusion.loading import (
     ModelLoadError,
     advice,
     check_model_folder,
-    freeze,
     has_part,
     load_error,
     load_part,
@@ -84,10 +83,7 @@ class Auffusion(Backbone):
         self.adapters = [self._load_adapter(model, c.adapter).to(dtype) for c in self.condition_entries]
         self._check_widths(model)
         self.vocoder = self._load_vocoder(model).to(dtype) if has_part(model, "vocoder") else None
-        for module in self.networks():
-            freeze(module)
-        self.scheduler = load_part(DDIMScheduler, model, "scheduler", self.name)
-        self.denoiser = self.unet
+        self._finish_loading(model)
 
     def _read_conditions(self, model: str) -> list[ConditionEntry]:
         """The conditions of ``condition_config.json``, or a :class:`ModelLoadError` that says what to do."""

@@ -10,6 +10,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler
 
 from dgmo_pl.audio.frontend import SpectrogramConfig
+from dgmo_pl.diffusion.loading import freeze, load_part
 
 #: A text condition: batch-first tensors, passed to the UNet as keyword arguments.
 Condition = dict[str, torch.Tensor]
@@ -83,6 +84,13 @@ class Backbone(ABC):
     @abstractmethod
     def networks(self) -> list[torch.nn.Module]:
         """Every loaded network (moved and cast together)."""
+
+    def _finish_loading(self, model: str) -> None:
+        """The last step of every :meth:`load`: freeze the networks, load the DDIM scheduler, run the UNet as is."""
+        for module in self.networks():
+            freeze(module)
+        self.scheduler = load_part(DDIMScheduler, model, "scheduler", self.name)
+        self.denoiser = self.unet
 
     # --- conditioning ----------------------------------------------------------------------
 
