@@ -1,6 +1,23 @@
-"""dgmo-pl: zero-shot, language-queried audio source separation (DGMO) as a Lightning fit loop."""
+"""dgmo-pl: zero-shot, language-queried audio source separation (DGMO) as a Lightning fit loop.
 
-from dgmo_pl.data import SeparationDataModule
-from dgmo_pl.model import MaskSeparator
+The public classes are imported on first use, after checking that torch and torchaudio load
+together, so that ``import dgmo_pl`` stays light and a broken install is reported in one line.
+"""
 
-__all__ = ["MaskSeparator", "SeparationDataModule"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {"MaskSeparator": "dgmo_pl.model", "SeparationDataModule": "dgmo_pl.data"}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'dgmo_pl' has no attribute {name!r}")
+    from dgmo_pl.environment import require_torchaudio
+
+    require_torchaudio()
+    return getattr(importlib.import_module(_PUBLIC[name]), name)
