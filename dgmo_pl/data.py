@@ -15,7 +15,13 @@ from dgmo_pl.diffusion.backbones import Backbone, infer_backbone
 from dgmo_pl.diffusion.cache import TensorCache
 from dgmo_pl.diffusion.loading import model_revision
 from dgmo_pl.diffusion.provider import ReferenceProvider
-from dgmo_pl.diffusion.references import Attention, GenerationConfig, Precision, ReferenceGenerator
+from dgmo_pl.diffusion.references import (
+    Attention,
+    DenoisingOffset,
+    GenerationConfig,
+    Precision,
+    ReferenceGenerator,
+)
 from dgmo_pl.errors import InputError
 from dgmo_pl.naming import unique_slugs
 from dgmo_pl.recording import (
@@ -73,6 +79,9 @@ class SeparationDataModule(LightningDataModule):
         ddim_steps: DDIM steps of inversion and denoising.
         noise_level: Fraction of the schedule inverted (1.0 = all the way).
         guidance_scale: Classifier-free guidance scale.
+        denoising_offset: Timesteps of the guided denoising: ``zero`` (the authors' code: the
+            schedule with ``steps_offset`` 0, t = 990, ..., 0 at 100 steps) or ``scheduler`` (the
+            model's own offset, as the inversion: 991, ..., 1 with the real checkpoints).
         steps_per_round: Adam steps of mask optimisation per round.
         steps_per_batch: Adam steps the module takes per loader batch (same steps, fewer loop turns).
         window_overlap: Seconds shared by consecutive windows of a long recording (cross-faded);
@@ -99,6 +108,7 @@ class SeparationDataModule(LightningDataModule):
         ddim_steps: int = 100,
         noise_level: float = 1.0,
         guidance_scale: float = 5.0,
+        denoising_offset: DenoisingOffset = "zero",
         steps_per_round: int = 300,
         steps_per_batch: int = 10,
         window_overlap: float = 2.56,
@@ -128,7 +138,7 @@ class SeparationDataModule(LightningDataModule):
                 f"({self.spec.segment_seconds / 2} s): fix --data.window_overlap"
             )
         try:
-            self.generation = GenerationConfig(num_references, ddim_steps, noise_level, guidance_scale)
+            self.generation = GenerationConfig(num_references, ddim_steps, noise_level, guidance_scale, denoising_offset)
             ReferenceGenerator.check_runtime(precision, attention, max_batch)
         except ValueError as err:
             raise InputError(f"{err}: fix the --data setting") from None

@@ -138,7 +138,7 @@ def test_guided_denoising_equals_the_diffusers_pipeline(generator: ReferenceGene
     """Same prompt, negative, start latents, steps and scale: the generator's denoising is the pipeline's generation."""
     steps, scale = 3, 5.0
     text, empty = generator.conditions(["dog barking"])
-    timesteps = generator._timesteps(GenerationConfig(num_references=1, ddim_steps=steps, guidance_scale=scale))
+    timesteps = generator.inversion_timesteps(GenerationConfig(num_references=1, ddim_steps=steps, guidance_scale=scale))
     ours = generator.denoise(_latents(1), timesteps, text, empty, scale)
     theirs = _pipeline_latents(pipeline, ["dog barking"], _latents(1), steps, scale, empty)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
@@ -147,7 +147,7 @@ def test_guided_denoising_equals_the_diffusers_pipeline(generator: ReferenceGene
 def test_batched_queries_equal_each_alone(generator: ReferenceGenerator, pipeline: AudioLDM2Pipeline) -> None:
     """Two queries denoised together (T5 tokens padded alike) equal each denoised alone, which is the pipeline's."""
     queries, steps, scale = ["dog barking", "a man speaking loudly"], 2, 3.0
-    timesteps = generator._timesteps(GenerationConfig(num_references=1, ddim_steps=steps, guidance_scale=scale))
+    timesteps = generator.inversion_timesteps(GenerationConfig(num_references=1, ddim_steps=steps, guidance_scale=scale))
     latents = _latents(2, seed=1)
     text, empty = generator.conditions(queries)
     together = generator.denoise(latents, timesteps, text, empty, scale)

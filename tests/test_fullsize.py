@@ -13,7 +13,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 
-from dgmo_pl.tiny import FULL_HEAD_CHANNELS, full_components, full_unet_config, parameter_counts, save_audioldm
+from dgmo_pl.tiny import FULL_ATTENTION_HEADS, full_components, full_unet_config, parameter_counts, save_audioldm
 
 #: AudioLDM-S's UNet as ALGORITHM.md section 5 gives it.
 UNET_PARAMETERS = 185e6
@@ -51,15 +51,20 @@ def test_full_unet_maps_a_latent_to_a_latent(meta_unet: UNet2DConditionModel) ->
     assert tuple(out.sample.shape) == LATENT_SHAPE
 
 
-def test_full_unet_attends_over_the_latent_with_32_channel_heads(meta_unet: UNet2DConditionModel) -> None:
-    """Down: one plain block then three with attention (up mirrored); every head has 32 channels."""
+def test_full_unet_attends_over_the_latent_with_8_heads(meta_unet: UNet2DConditionModel) -> None:
+    """Down: one plain block then three with attention (up mirrored); 8 heads in every attention.
+
+    As the hub's diffusers configs have it (``attention_head_dim`` 8, read as heads: 32, 48 and 80
+    channels a head at widths 256, 384, 640), not the original code's 32 channels in every head.
+    """
     config = meta_unet.config
     assert list(config.block_out_channels) == [128, 256, 384, 640]
     assert list(config.down_block_types) == ["DownBlock2D"] + ["CrossAttnDownBlock2D"] * 3
     assert list(config.up_block_types) == ["CrossAttnUpBlock2D"] * 3 + ["UpBlock2D"]
     attentions = [m for m in meta_unet.modules() if isinstance(m, Attention)]
     assert attentions
-    assert {m.inner_dim // m.heads for m in attentions} == {FULL_HEAD_CHANNELS}
+    assert {m.heads for m in attentions} == {FULL_ATTENTION_HEADS} == {8}
+    assert {m.inner_dim // m.heads for m in attentions} == {32, 48, 80}
     # Cross-attention over the latent itself: its key width is the block width, not a text width.
     assert all(m.to_k.in_features == m.inner_dim for m in attentions)
 
@@ -74,7 +79,9 @@ def test_full_components_have_the_published_sizes() -> None:
     text = parts["text_encoder"].config
     assert (text.hidden_size, text.num_hidden_layers, text.projection_dim) == (768, 12, 512)
     vae = parts["vae"].config
-    assert (vae.latent_channels, list(vae.block_out_channels), vae.scaling_factor) == (8, [128, 256, 512], 0.9228)
+    # cvssp/audioldm's vae/config.json gives the learnt scale to full precision.
+    assert (vae.latent_channels, list(vae.block_out_channels)) == (8, [128, 256, 512])
+    assert vae.scaling_factor == 0.9227914214134216
     vocoder = parts["vocoder"].config
     assert (vocoder.model_in_dim, vocoder.upsample_initial_channel, vocoder.sampling_rate) == (64, 1024, 16000)
     assert parts["scheduler"].config.num_train_timesteps == 1000

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Iterator, Literal, get_args
 
 import torch
+from diffusers import DDIMScheduler
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 from tqdm.auto import tqdm
 
@@ -24,6 +25,12 @@ LATENT_CLAMP = 10.0
 Precision = Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true"]
 #: Attention kernels: PyTorch's fused scaled-dot-product attention, or the plain matmul-softmax.
 Attention = Literal["sdpa", "eager"]
+#: Which ``steps_offset`` places the guided denoising's timesteps. "zero": the authors' code, which
+#: denoises on the schedule computed with offset 0 (t = 990, 980, ..., 0 at 100 steps) whatever the
+#: model's scheduler says, while its inversion keeps the model's offset (t = 11, 21, ..., 991 with
+#: the real checkpoints' offset 1). "scheduler": the model's own offset for both, so the denoising
+#: walks back down exactly the levels the inversion went up (991, ..., 1); a change from the paper.
+DenoisingOffset = Literal["zero", "scheduler"]
 _DTYPES = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
 
 
@@ -36,12 +43,14 @@ class GenerationConfig:
         ddim_steps: DDIM scheduler steps.
         noise_level: Fraction of the schedule to invert and denoise (1.0 = all the way).
         guidance_scale: Classifier-free guidance scale of the text-guided denoising.
+        denoising_offset: Where the denoising's timesteps lie (see :data:`DenoisingOffset`).
     """
 
     num_references: int = 4
     ddim_steps: int = 100
     noise_level: float = 1.0
     guidance_scale: float = 5.0
+    denoising_offset: DenoisingOffset = "zero"
 
     def __post_init__(self) -> None:
         if self.num_references < 1:
@@ -50,6 +59,10 @@ class GenerationConfig:
             raise ValueError(f"ddim_steps must be at least 2, got {self.ddim_steps}")
         if not 0.0 < self.noise_level <= 1.0:
             raise ValueError(f"noise_level must be in (0, 1], got {self.noise_level}")
+        if self.denoising_offset not in get_args(DenoisingOffset):
+            raise ValueError(
+                f"denoising_offset must be one of {', '.join(get_args(DenoisingOffset))}, got {self.denoising_offset!r}"
+            )
         if self.denoising_steps < 2:
             raise ValueError(
                 f"noise_level {self.noise_level} x ddim_steps {self.ddim_steps} leaves fewer than 2 steps"
@@ -57,8 +70,11 @@ class GenerationConfig:
 
     @property
     def denoising_steps(self) -> int:
-        """Steps actually denoised (inversion makes one fewer network call)."""
-        return round(self.ddim_steps * self.noise_level)
+        """Steps actually denoised (inversion makes one fewer network call).
+
+        Truncated, as the authors' code does (``int(0.29 * 100)`` is 28).
+        """
+        return int(self.ddim_steps * self.noise_level)
 
 
 class ReferenceGenerator:
@@ -95,7 +111,7 @@ class ReferenceGenerator:
         kind, mode = precision.split("-")
         self._autocast_dtype = _DTYPES[kind] if mode == "mixed" else None
         if self.weights_dtype(precision) != self.dtype:
-            self._networks_to(dtype=self.weights_dtype(precision))
+            self._cast_networks(self.weights_dtype(precision))
         backbone.unet.set_attn_processor(AttnProcessor2_0() if attention == "sdpa" else AttnProcessor())
         backbone.denoiser = torch.compile(backbone.unet) if compile else backbone.unet
 
@@ -143,19 +159,30 @@ class ReferenceGenerator:
         """The runtime settings that can change the references' values (not ``max_batch``)."""
         return {"precision": self.precision, "attention": self.attention, "compile": self.compiled}
 
-    def _networks_to(self, *args: object, **kwargs: object) -> None:
+    @property
+    def vae_in_fp32(self) -> bool:
+        """The VAE's config asks for fp32 (``force_upcast``: AudioLDM 2's real config, and diffusers'
+        default): in every 16-bit mode it keeps fp32 weights and runs outside autocast."""
+        return bool(getattr(self.backbone.vae.config, "force_upcast", False))
+
+    def _cast_networks(self, dtype: torch.dtype) -> None:
         for module in self.backbone.networks():
-            module.to(*args, **kwargs)
+            if not (module is self.backbone.vae and self.vae_in_fp32):
+                module.to(dtype=dtype)
 
     def to(self, device: torch.device | str) -> "ReferenceGenerator":
         """Move the networks to ``device``."""
-        self._networks_to(device)
+        for module in self.backbone.networks():
+            module.to(device)
         return self
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self._autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+
+    def _vae_autocast(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext() if self.vae_in_fp32 else self._autocast()
 
     def _steps(self, timesteps: torch.Tensor, desc: str) -> tqdm:
         show = sys.stderr.isatty() if self.progress is None else self.progress
@@ -188,8 +215,8 @@ class ReferenceGenerator:
     @torch.no_grad()
     def encode_mel(self, log_mel: torch.Tensor, k: int, generator: torch.Generator | None) -> torch.Tensor:
         """K scaled VAE posterior samples of one log-mel, fp32: ``[1, 1, H, W] -> [K, C, H/f, W/f]``."""
-        image = self.backbone.vae_input(log_mel.to(self.device, self.dtype))
-        with self._autocast():
+        image = self.backbone.vae_input(log_mel.to(self.device, self.backbone.vae.dtype))
+        with self._vae_autocast():
             posterior = self.backbone.vae.encode(image).latent_dist
         # Sampled in fp32 on the CPU generator, so a seed gives the same noise on every device.
         mean, std = posterior.mean.float(), posterior.std.float()
@@ -202,15 +229,35 @@ class ReferenceGenerator:
     @torch.no_grad()
     def decode_mel(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents back to log-mels in the backbone's layout, fp32: ``[N, C, H/f, W/f] -> [N, 1, H, W]``."""
-        scaled = (latents / self.backbone.vae.config.scaling_factor).to(self.dtype)
-        with self._autocast():
+        scaled = (latents / self.backbone.vae.config.scaling_factor).to(self.backbone.vae.dtype)
+        with self._vae_autocast():
             decoded = [self.backbone.vae_output(self.backbone.vae.decode(z).sample.float()) for (z,) in self._chunks(scaled)]
         return torch.cat(decoded).float()
 
-    def _timesteps(self, config: GenerationConfig) -> torch.Tensor:
-        """The last ``noise_level`` fraction of the DDIM schedule, from high to low noise."""
+    def inversion_timesteps(self, config: GenerationConfig) -> torch.Tensor:
+        """The last ``noise_level`` fraction of the model's DDIM schedule, high to low noise.
+
+        :meth:`invert` goes up these levels from the lowest, calling the network at all but it
+        (t = 11, 21, ..., 991 at 100 steps with ``steps_offset`` 1). Also sets the backbone
+        scheduler's step count, which its ``step`` and :meth:`invert` read.
+        """
         self.backbone.scheduler.set_timesteps(config.ddim_steps)
         return self.backbone.scheduler.timesteps[-config.denoising_steps :]
+
+    def denoising_scheduler(self, config: GenerationConfig) -> DDIMScheduler:
+        """A new DDIM scheduler for the guided denoising, its timesteps set (see :data:`DenoisingOffset`).
+
+        The authors' code sets ``steps_offset`` to 0 on the model's scheduler around its
+        denoising; here a copy is made instead, so the backbone's scheduler is never changed.
+        """
+        offset = 0 if config.denoising_offset == "zero" else self.backbone.scheduler.config.steps_offset
+        scheduler = DDIMScheduler.from_config(self.backbone.scheduler.config, steps_offset=offset)
+        scheduler.set_timesteps(config.ddim_steps)
+        return scheduler
+
+    def denoising_timesteps(self, config: GenerationConfig) -> torch.Tensor:
+        """The timesteps of the guided denoising, high to low (t = 990, ..., 0 at 100 steps by default)."""
+        return self.denoising_scheduler(config).timesteps[-config.denoising_steps :]
 
     def _eps(self, latents: torch.Tensor, t: torch.Tensor, condition: Condition) -> torch.Tensor:
         """Predicted noise, fp32, in network calls of at most ``max_batch`` samples: ``[N, C, H, W]``."""
@@ -252,6 +299,7 @@ class ReferenceGenerator:
         empty: Condition,
         scale: float,
         desc: str = "guided DDIM denoising",
+        scheduler: DDIMScheduler | None = None,
     ) -> torch.Tensor:
         """Text-guided DDIM denoising (eta 0) with classifier-free guidance, down the schedule.
 
@@ -262,7 +310,10 @@ class ReferenceGenerator:
             empty: The empty prompt's condition, ``[1, ...]``.
             scale: Guidance scale (at most 1: the text branch alone).
             desc: Progress bar label.
+            scheduler: The DDIM scheduler that steps, its step count set (``None``: the backbone's,
+                as :meth:`inversion_timesteps` set it).
         """
+        scheduler = scheduler if scheduler is not None else self.backbone.scheduler
         n = latents.shape[0]
         guided = scale > 1.0
         text = _expand(text, n)
@@ -273,7 +324,7 @@ class ReferenceGenerator:
             if guided:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + scale * (cond - uncond)
-            latents = self.backbone.scheduler.step(eps, t, latents, eta=0.0).prev_sample
+            latents = scheduler.step(eps, t, latents, eta=0.0).prev_sample
         return latents
 
     @torch.no_grad()
@@ -291,7 +342,7 @@ class ReferenceGenerator:
         self.check_inputs(log_mel, "-")
         _, empty = self.conditions([])
         latents = self.encode_mel(log_mel, config.num_references, generator)
-        return self.invert(latents, self._timesteps(config), empty, f"{label}DDIM inversion")
+        return self.invert(latents, self.inversion_timesteps(config), empty, f"{label}DDIM inversion")
 
     @torch.no_grad()
     def generate(
@@ -326,10 +377,18 @@ class ReferenceGenerator:
         # 3. Text conditions: each query for its K samples, and the empty prompt for guidance.
         text, empty = self.conditions(queries)
         text = map_condition(lambda v: v.repeat_interleave(k, 0), text)
-        # 4. Text-guided DDIM denoising of all queries' samples together.
+        # 4. Text-guided DDIM denoising of all queries' samples together, on the denoising's own
+        #    timesteps (by default the authors' offset-0 schedule, not the inversion's).
         latents = inverted.repeat(len(queries), 1, 1, 1)
+        scheduler = self.denoising_scheduler(config)
         latents = self.denoise(
-            latents, self._timesteps(config), text, empty, config.guidance_scale, f"{label}guided DDIM denoising"
+            latents,
+            scheduler.timesteps[-config.denoising_steps :],
+            text,
+            empty,
+            config.guidance_scale,
+            f"{label}guided DDIM denoising",
+            scheduler,
         )
         # 5. Back to log-mels.
         return self.decode_mel(latents).unflatten(0, (len(queries), k))

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 
 from dgmo_pl.tiny.audioldm import (
-    FULL_HEAD_CHANNELS,
+    FULL_ATTENTION_HEADS,
     full_components,
     full_unet_config,
     save_audioldm,
@@ -30,7 +30,7 @@ from dgmo_pl.tiny.audioldm import (
 )
 from dgmo_pl.tiny.common import parameter_counts, tiny_tokenizer
 
-__all__ = ["BUILDERS", "FULL_HEAD_CHANNELS", "builder", "full_components", "full_unet_config", "main",
+__all__ = ["BUILDERS", "FULL_ATTENTION_HEADS", "builder", "full_components", "full_unet_config", "main",
            "parameter_counts", "save_audioldm", "save_full_audioldm", "save_model", "save_tiny_audioldm",
            "tiny_components", "tiny_tokenizer"]
 

@@ -7,8 +7,9 @@ scale factor 4, 512 -> 32 text projection width aside), so every code path runs 
 model in seconds. ``full``: the AudioLDM-S architecture at its real size (ALGORITHM.md section 5;
 UNet about 185 M parameters, about 1.6 GB on disk), to measure the real model's speed and memory,
 which do not depend on the weights' values; ``full-m`` and ``full-l``: AudioLDM-M and -L (UNet
-base width 192 and 256 instead of 128). Either way the weights are random, so what it
-"separates" is not a separation.
+base width 192 and 256 instead of 128). The full sizes' configs are those of the hub's diffusers
+checkpoints (``cvssp/audioldm``, ``cvssp/audioldm-l-full``; tests/test_real_configs.py compares
+them). Either way the weights are random, so what it "separates" is not a separation.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from transformers import (
 
 from dgmo_pl.tiny.common import MAX_TOKENS, parameter_counts, save_components, tiny_tokenizer
 
-__all__ = ["SIZES", "build", "full_components", "full_unet_config", "parameter_counts", "save", "save_audioldm",
-           "save_full_audioldm", "save_tiny_audioldm", "tiny_components", "tiny_tokenizer"]
+__all__ = ["SIZES", "VAE_SCALING_FACTOR", "build", "full_components", "full_unet_config", "full_vae", "full_vocoder",
+           "parameter_counts", "save", "save_audioldm", "save_full_audioldm", "save_tiny_audioldm", "tiny_components",
+           "tiny_tokenizer"]
 
 TEXT_WIDTH = 32
 
@@ -44,8 +46,14 @@ SIZES = {
 BASE_WIDTHS = {"full": 128, "full-m": 192, "full-l": 256}
 #: AudioLDM-S (ALGORITHM.md section 5): UNet block widths...
 FULL_UNET_WIDTHS = (128, 256, 384, 640)
-#: ...and channels per attention head (the original's ``num_head_channels``).
-FULL_HEAD_CHANNELS = 32
+#: ...and attention heads per block, as the hub's UNet configs give them (diffusers'
+#: ``attention_head_dim``, which it reads as the number of heads: its naming issue 2011).
+FULL_ATTENTION_HEADS = 8
+#: The full-size UNet's ``sample_size``: what diffusers' conversion writes (512 // VAE factor 4).
+#: Only a record; no code path reads it.
+FULL_UNET_SAMPLE_SIZE = 128
+#: The VAE's latent scale (``scaling_factor`` of ``cvssp/audioldm``'s ``vae/config.json``, learnt).
+VAE_SCALING_FACTOR = 0.9227914214134216
 #: Width of the CLAP text embedding, the UNet's ``class_labels``.
 FULL_TEXT_WIDTH = 512
 #: Tokens per text for the full-size tokenizer (as CLIP-style models; the text tower allows 512).
@@ -158,14 +166,16 @@ def full_unet_config(base_width: int = 128) -> dict[str, Any]:
 
     Attention runs over the latent only (``cross_attention_dim`` = block width, no text tokens);
     the CLAP text embedding enters through ``class_labels``, projected and concatenated to the
-    time embedding. diffusers reads ``attention_head_dim`` as the number of heads (its naming
-    issue 2011), so 32 channels per head is expressed as width / 32 heads per block. (The
-    diffusers conversion of the released checkpoints leaves it at the default 8 heads; the
-    parameter count and FLOPs are the same either way.)
+    time embedding. Every attention has :data:`FULL_ATTENTION_HEADS` heads, as in the hub's
+    diffusers checkpoints: their conversion script leaves ``attention_head_dim`` at diffusers'
+    default 8, which diffusers reads as the number of heads (so 32 channels per head at width 256,
+    80 at 640), where the original AudioLDM code has 32 channels in every head. The loaded real
+    model runs with 8 heads, so this one does too; the parameter count and the matrix products'
+    FLOPs do not depend on the split.
     """
     widths = tuple(base_width * m for m in (1, 2, 3, 5))
     return {
-        "sample_size": (256, 16),
+        "sample_size": FULL_UNET_SAMPLE_SIZE,
         "in_channels": 8,
         "out_channels": 8,
         "block_out_channels": widths,
@@ -173,7 +183,7 @@ def full_unet_config(base_width: int = 128) -> dict[str, Any]:
         "down_block_types": ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 3,
         "up_block_types": ("CrossAttnUpBlock2D",) * 3 + ("UpBlock2D",),
         "cross_attention_dim": widths,
-        "attention_head_dim": tuple(width // FULL_HEAD_CHANNELS for width in widths),
+        "attention_head_dim": FULL_ATTENTION_HEADS,
         "class_embed_type": "simple_projection",
         "projection_class_embeddings_input_dim": FULL_TEXT_WIDTH,
         "class_embeddings_concat": True,
@@ -197,8 +207,13 @@ def full_text_encoder(tokenizer: RobertaTokenizerFast) -> ClapTextModelWithProje
     )
 
 
-def full_vae() -> AutoencoderKL:
-    """AudioLDM-S's VAE: 1 channel in and out, widths (128, 256, 512), 8 latent channels."""
+def full_vae(scaling_factor: float = VAE_SCALING_FACTOR, sample_size: int = 512) -> AutoencoderKL:
+    """AudioLDM's VAE: 1 channel in and out, widths (128, 256, 512), 8 latent channels.
+
+    Args:
+        scaling_factor: The latent scale, learnt per checkpoint (default ``cvssp/audioldm``'s).
+        sample_size: The config's ``sample_size`` (a record only: 512 for AudioLDM, 1024 for AudioLDM 2).
+    """
     return AutoencoderKL(
         in_channels=1,
         out_channels=1,
@@ -207,8 +222,8 @@ def full_vae() -> AutoencoderKL:
         layers_per_block=2,
         down_block_types=("DownEncoderBlock2D",) * 3,
         up_block_types=("UpDecoderBlock2D",) * 3,
-        sample_size=512,
-        scaling_factor=0.9228,
+        sample_size=sample_size,
+        scaling_factor=scaling_factor,
     )
 
 

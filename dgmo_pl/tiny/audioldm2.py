@@ -10,7 +10,7 @@ and vocoder are AudioLDM's.
 ``tiny``: every tensor the diffusion sampler sees has the real shape (latent ``[8, 256, 16]`` of a
 ``[1, 1024, 64]`` log-mel, 8 generated GPT-2 vectors), only the widths are small, so every code
 path runs in seconds on a CPU. ``full`` / ``full-large``: the architectures of ``cvssp/audioldm2``
-(UNet about 350 M parameters, 1.08 G in all) and ``cvssp/audioldm2-large`` (UNet about 720 M, 1.45 G
+(UNet about 350 M parameters, 1.12 G in all) and ``cvssp/audioldm2-large`` (UNet about 720 M, 1.49 G
 in all), for measuring speed and memory, which do not depend on the weights' values. Either way
 the weights are random, so what such a model "separates" is not a separation.
 """
@@ -54,6 +54,15 @@ FULL_UNET_WIDTHS = (128, 256, 384, 640)
 FULL_CLAP_WIDTH = 512
 FULL_GPT2_WIDTH = 768
 FULL_T5_WIDTH = 1024
+#: CLAP's audio tower in ``cvssp/audioldm2`` and ``-large`` (their ``text_encoder/config.json``): an
+#: HTSAT with 12 blocks in its third stage, 128 channels widening to 1024 (transformers' default
+#: is 6 blocks, 96 to 768). The pipeline loads the whole ClapModel, so it takes memory, although
+#: only the text tower runs.
+FULL_CLAP_AUDIO: dict[str, Any] = {"depths": [2, 2, 12, 2], "hidden_size": 1024, "patch_embeds_hidden_size": 128}
+#: The VAE's latent scale (``scaling_factor`` of ``cvssp/audioldm2``'s ``vae/config.json``, learnt)
+#: and its config's ``sample_size`` (a record only); the architecture is AudioLDM's VAE.
+VAE_SCALING_FACTOR = 0.4110932946205139
+VAE_SAMPLE_SIZE = 1024
 #: The full sizes' UNet attention: the width of what each transformer of an attention block
 #: attends to (``None``: self-attention only; 768: the GPT-2 vectors; 1024: the T5 tokens), and
 #: the layers per transformer. The original AudioLDM 2 adds a self-attention transformer before
@@ -225,7 +234,7 @@ def full_unet_config(size: str = "full") -> dict[str, Any]:
 
 
 def full_clap(pad_token_id: int) -> ClapModel:
-    """CLAP (``laion/clap-htsat-unfused``): RoBERTa-base text tower, default HTSAT audio tower, 512-d."""
+    """AudioLDM 2's CLAP: RoBERTa-base text tower, the larger HTSAT audio tower (:data:`FULL_CLAP_AUDIO`), 512-d."""
     text = {
         "vocab_size": ROBERTA_VOCAB_SIZE,
         "hidden_size": 768,
@@ -237,7 +246,7 @@ def full_clap(pad_token_id: int) -> ClapModel:
         "pad_token_id": pad_token_id,
         "projection_dim": FULL_CLAP_WIDTH,
     }
-    return ClapModel(ClapConfig(text_config=text, audio_config={}, projection_dim=FULL_CLAP_WIDTH))
+    return ClapModel(ClapConfig(text_config=text, audio_config=FULL_CLAP_AUDIO, projection_dim=FULL_CLAP_WIDTH))
 
 
 def full_t5() -> T5EncoderModel:
@@ -256,7 +265,7 @@ def full_components(seed: int = 0, size: str = "full") -> dict[str, object]:
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer(FULL_CLAP_TOKENS)
     return {
-        "vae": full_vae(),
+        "vae": full_vae(VAE_SCALING_FACTOR, VAE_SAMPLE_SIZE),
         "text_encoder": full_clap(tokenizer.pad_token_id),
         "text_encoder_2": full_t5(),
         "projection_model": AudioLDM2ProjectionModel(FULL_CLAP_WIDTH, FULL_T5_WIDTH, FULL_GPT2_WIDTH),

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from transformers import ClapTextModelWithProjection, PreTrainedTokenizerBase, SpeechT5HifiGan
 
 from dgmo_pl.audio.frontend import SpectrogramConfig
@@ -37,7 +37,7 @@ class AudioLDM(Backbone):
     def load(self, model: str, dtype: torch.dtype = torch.float32) -> None:
         check_model_folder(model, self.name, self.pipelines)
         self.tokenizer = load_tokenizer(model, "tokenizer", self.name)
-        self.vae = load_part(AutoencoderKL, model, "vae", self.name, torch_dtype=dtype, low_cpu_mem_usage=False)
+        self.vae = self._load_vae(model, dtype)
         self.unet = load_part(UNet2DConditionModel, model, "unet", self.name, torch_dtype=dtype, low_cpu_mem_usage=False)
         self.text_encoder = load_part(ClapTextModelWithProjection, model, "text_encoder", self.name, dtype=dtype)
         if has_part(model, "vocoder"):

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from diffusers import AudioLDM2Pipeline, AutoencoderKL
+from diffusers import AudioLDM2Pipeline
 from diffusers.pipelines.audioldm2 import AudioLDM2ProjectionModel, AudioLDM2UNet2DConditionModel
 from transformers import ClapModel, GPT2LMHeadModel, PreTrainedTokenizerBase, SpeechT5HifiGan, T5EncoderModel
 
@@ -53,7 +53,7 @@ class AudioLDM2(Backbone):
         self.tokenizer = load_tokenizer(model, "tokenizer", self.name)
         self.tokenizer_2 = load_tokenizer(model, "tokenizer_2", self.name)
         as_dtype = {"torch_dtype": dtype, "low_cpu_mem_usage": False}
-        self.vae = load_part(AutoencoderKL, model, "vae", self.name, **as_dtype)
+        self.vae = self._load_vae(model, dtype)
         self.unet = load_part(AudioLDM2UNet2DConditionModel, model, "unet", self.name, **as_dtype)
         self.projection_model = load_part(AudioLDM2ProjectionModel, model, "projection_model", self.name, **as_dtype)
         self.text_encoder = load_part(ClapModel, model, "text_encoder", self.name, dtype=dtype)

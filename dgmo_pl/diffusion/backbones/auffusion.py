@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from transformers import CLIPTextModel, PreTrainedTokenizerBase
 
 from dgmo_pl.audio.frontend import SpectrogramConfig, from_model_layout
@@ -72,7 +72,7 @@ class Auffusion(Backbone):
     def load(self, model: str, dtype: torch.dtype = torch.float32) -> None:
         check_model_folder(model, self.name, self.pipelines)
         self.condition_entries = self._read_conditions(model)
-        self.vae = load_part(AutoencoderKL, model, "vae", self.name, torch_dtype=dtype, low_cpu_mem_usage=False)
+        self.vae = self._load_vae(model, dtype)
         self.unet = load_part(
             UNet2DConditionModel, model, "unet", self.name, torch_dtype=dtype, low_cpu_mem_usage=False
         )

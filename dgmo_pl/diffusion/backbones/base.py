@@ -85,6 +85,12 @@ class Backbone(ABC):
     def networks(self) -> list[torch.nn.Module]:
         """Every loaded network (moved and cast together)."""
 
+    def _load_vae(self, model: str, dtype: torch.dtype) -> AutoencoderKL:
+        """The VAE in ``dtype``, unless its config asks for fp32 (``force_upcast``: AudioLDM 2's
+        config says so, and it is diffusers' default); it is then loaded and kept in fp32."""
+        vae = load_part(AutoencoderKL, model, "vae", self.name, low_cpu_mem_usage=False)
+        return vae if vae.config.force_upcast else vae.to(dtype)
+
     def _finish_loading(self, model: str) -> None:
         """The last step of every :meth:`load`: freeze the networks, load the DDIM scheduler, run the UNet as is."""
         for module in self.networks():
