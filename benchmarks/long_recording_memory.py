@@ -7,7 +7,7 @@ peak memory should be bounded by the window batch, not by the recording's length
 one table, every figure measured in this run:
 
 * 44.1 kHz stereo 0 dB mixtures of two real recordings (a dog barking and a man speaking, each
-  looped to length and panned to its own place, ``dgmo_pl.mixing.mix_panned``), 16-bit PCM, of
+  looped to length and panned to its own place, ``dgmo_pl.testing.mixing.mix_panned``), 16-bit PCM, of
   each duration in ``--minutes`` (1 and 10), each source also written as its own file;
 * for each duration and mode, the real command line (``main.py fit --config configs/dgmo.yaml``,
   default ``windows_per_fit`` and ``window_overlap``, few mask steps) in a fresh Python process
@@ -17,7 +17,7 @@ one table, every figure measured in this run:
   plan) and fits (window-batch folders of the run), and whether the separated file has the
   input's frames, rate and channels (``soundfile.info``);
 * modes: ``true-source`` (``--data.references`` the true dog source, no diffusion model) and
-  ``tiny`` (the tiny, randomly initialised AudioLDM of ``dgmo_pl.tiny``, 3 DDIM steps, K = 2,
+  ``tiny`` (the tiny, randomly initialised AudioLDM of ``dgmo_pl.testing.tiny``, 3 DDIM steps, K = 2,
   references cached in the temporary folder);
 * then, per mode, the ratio of the longest recording's peak RSS to the shortest's (the claim:
   within 1.5x).
@@ -109,7 +109,7 @@ class Inputs:
 def make_inputs(folder: Path, minutes: float, audio: Path) -> Inputs:
     """Write the 44.1 kHz stereo 0 dB mixture of ``minutes`` minutes and its two sources."""
     from dgmo_pl.audio.io import write_audio
-    from dgmo_pl.mixing import mix_panned
+    from dgmo_pl.testing.mixing import mix_panned
 
     stem = f"{minutes:g}min"
     mixture, sources = mix_panned([audio / TARGET, audio / INTERFERER], minutes * 60, SAMPLE_RATE, CHANNELS)
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         tiny = None
         if "tiny" in args.modes:
-            from dgmo_pl.tiny import save_tiny_audioldm
+            from dgmo_pl.testing.tiny import save_tiny_audioldm
 
             quiet_logs()
             with contextlib.redirect_stderr(io.StringIO()):  # its loading bars

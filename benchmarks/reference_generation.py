@@ -75,7 +75,7 @@ from dgmo_pl.cli import main as cli_main  # noqa: E402
 from dgmo_pl.data import DEMO_MIXTURE, load_mixture  # noqa: E402
 from dgmo_pl.diffusion.backbones import infer_backbone  # noqa: E402
 from dgmo_pl.diffusion.references import GenerationConfig, ReferenceGenerator  # noqa: E402
-from dgmo_pl.tiny import builder, save_model, save_tiny_audioldm  # noqa: E402
+from dgmo_pl.testing.tiny import builder, save_model, save_tiny_audioldm  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from common import MIB, peak_rss_mib  # noqa: E402

@@ -26,7 +26,7 @@ from torchmetrics.functional.audio import signal_noise_ratio  # noqa: E402
 
 from dgmo_pl.audio.io import read_audio, write_audio  # noqa: E402
 from dgmo_pl.cli import main  # noqa: E402
-from dgmo_pl.mixing import mix_sources  # noqa: E402
+from dgmo_pl.testing.mixing import mix_sources  # noqa: E402
 
 #: (target, interferer) recordings; labels come from the file names.
 PAIRS = [

@@ -5,7 +5,7 @@ Usage: ``python scripts/make_eval_set.py OUT_DIR [--pairs N] [--seed S] [--share
 Writes ``OUT_DIR/mixtures/<id>.wav``, ``OUT_DIR/sources/<id>.wav`` (the queried source),
 ``OUT_DIR/others/<id>.wav`` (the other source) and ``OUT_DIR/manifest.csv`` (columns id,
 mixture, query, source), all 16 kHz mono, 10.24 s; see
-:func:`dgmo_pl.evaluation.example_set.make_eval_set`.
+:func:`dgmo_pl.testing.example_set.make_eval_set`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from dgmo_pl.errors import InputError
-from dgmo_pl.evaluation.example_set import DEFAULT_SHARED, make_eval_set
+from dgmo_pl.testing.example_set import DEFAULT_SHARED, make_eval_set
 
 
 def main(argv: list[str] | None = None) -> int:

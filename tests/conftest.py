@@ -14,8 +14,8 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="dgmo-hf-home-")
 import pytest  # noqa: E402
 
 from dgmo_pl.audio.io import write_audio  # noqa: E402
-from dgmo_pl.mixing import mix_sources  # noqa: E402
-from dgmo_pl.tiny import save_tiny_audioldm  # noqa: E402
+from dgmo_pl.testing.mixing import mix_sources  # noqa: E402
+from dgmo_pl.testing.tiny import save_tiny_audioldm  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_AUDIO = Path(os.environ.get("DGMO_SHARED_AUDIO", REPO.parent / "shared" / "audio"))

@@ -18,7 +18,7 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler
 from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
-from dgmo_pl.tiny import audioldm, audioldm2
+from dgmo_pl.testing.tiny import audioldm, audioldm2
 
 REAL_CONFIGS = Path(__file__).resolve().parent / "real_configs"
 #: Backbone name of ``python -m dgmo_pl.tiny`` -> (its real configs' folder, its builder module).

@@ -22,8 +22,8 @@ from dgmo_pl.audio.frontend import SpectrogramConfig, diffusion_log_mel, mel_fil
 from dgmo_pl.data import DEMO_MIXTURE, load_mixture
 from dgmo_pl.diffusion.backbones import AudioLDM, AudioLDM2, infer_backbone
 from dgmo_pl.diffusion.references import GenerationConfig, ReferenceGenerator
-from dgmo_pl.tiny import audioldm2 as builder
-from dgmo_pl.tiny import main as tiny_main
+from dgmo_pl.testing.tiny import audioldm2 as builder
+from dgmo_pl.testing.tiny import main as tiny_main
 
 # diffusers 0.42's AudioLDM 2 language-model loop passes GPT-2 the deprecated `past_key_values`.
 pytestmark = pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning")

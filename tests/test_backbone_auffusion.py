@@ -29,7 +29,7 @@ from dgmo_pl.diffusion.backbones.auffusion_parts import ConditionAdapter
 from dgmo_pl.diffusion.backbones.hifigan import HifiGan
 from dgmo_pl.diffusion.loading import ModelLoadError
 from dgmo_pl.diffusion.references import GenerationConfig, ReferenceGenerator
-from dgmo_pl.tiny import auffusion as tiny_auffusion
+from dgmo_pl.testing.tiny import auffusion as tiny_auffusion
 
 SPEC = Auffusion.spec
 TOKENS, WIDTH = 77, 32  # the tiny model's condition: CLIP's 77 tokens at the tiny UNet's width

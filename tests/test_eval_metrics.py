@@ -10,7 +10,7 @@ import torch
 from torchmetrics.functional.audio import scale_invariant_signal_distortion_ratio
 
 from dgmo_pl.evaluation.metrics import SDR_EPS, ClapScorer, sdr, separation_metrics, si_sdr
-from dgmo_pl.evaluation.tiny_clap import save_tiny_clap
+from dgmo_pl.testing.tiny_clap import save_tiny_clap
 
 SOURCE = torch.tensor([1.0, 0.0, -1.0, 0.0])  # mean power 0.5, energy 2
 ESTIMATE = SOURCE + 0.5  # error 0.5 everywhere: mean power 0.25

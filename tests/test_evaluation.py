@@ -15,7 +15,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dgmo_pl.cli import DGMOCLI, main
-from dgmo_pl.evaluation.example_set import make_eval_set
+from dgmo_pl.testing.example_set import make_eval_set
 from dgmo_pl.evaluation.metrics import sdr
 from dgmo_pl.evaluation.runner import aligned
 from helpers import QUIET, REPO, fit
@@ -138,7 +138,7 @@ def test_a_broken_row_is_a_counted_failure_and_the_others_complete(example_set: 
 
 def test_clap_score_is_reported_with_a_clap_model(example_set: Path, tmp_path: Path) -> None:
     """With a (tiny, offline) CLAP model, each row gets a CLAPScore in [-1, 1]; without one, a note."""
-    from dgmo_pl.evaluation.tiny_clap import save_tiny_clap
+    from dgmo_pl.testing.tiny_clap import save_tiny_clap
 
     clap = save_tiny_clap(tmp_path / "tiny-clap")
     manifest = tmp_path / "one.csv"

@@ -1,4 +1,4 @@
-"""The full-size random AudioLDM-S of ``dgmo_pl.tiny`` has the real architecture (ALGORITHM.md section 5).
+"""The full-size random AudioLDM-S of ``dgmo_pl.testing.tiny`` has the real architecture (ALGORITHM.md section 5).
 
 Built on the ``meta`` device: shapes and parameter counts without allocating or initialising
 weights, so the test takes seconds and no disk.
@@ -13,7 +13,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 
-from dgmo_pl.tiny import FULL_ATTENTION_HEADS, full_components, full_unet_config, parameter_counts, save_audioldm
+from dgmo_pl.testing.tiny import FULL_ATTENTION_HEADS, full_components, full_unet_config, parameter_counts, save_audioldm
 
 #: AudioLDM-S's UNet as ALGORITHM.md section 5 gives it.
 UNET_PARAMETERS = 185e6

@@ -10,7 +10,7 @@ from transformers import RobertaTokenizerFast
 
 from dgmo_pl.diffusion.backbones import load_backbone
 from dgmo_pl.diffusion.loading import ModelLoadError
-from dgmo_pl.tiny import save_tiny_audioldm
+from dgmo_pl.testing.tiny import save_tiny_audioldm
 
 
 def test_tiny_model_loads_frozen_with_every_component(tiny_model: Path) -> None:
@@ -69,7 +69,7 @@ def test_mistyped_folder_is_called_a_bad_path(tmp_path: Path) -> None:
 
 def test_tiny_command_writes_a_loadable_diffusers_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """`python -m dgmo_pl.tiny OUT_DIR` writes every component and says it is not a separation model."""
-    from dgmo_pl.tiny import main
+    from dgmo_pl.testing.tiny import main
 
     main([str(tmp_path / "tiny")])
     assert "not a separation model" in capsys.readouterr().out

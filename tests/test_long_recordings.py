@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 
 from dgmo_pl.audio.io import write_audio
-from dgmo_pl.mixing import mix_panned
+from dgmo_pl.testing.mixing import mix_panned
 from helpers import fit
 
 RATE = 44_100

@@ -1,4 +1,4 @@
-"""The full-size builders of ``dgmo_pl.tiny`` against the real checkpoints' configs, and the real parts end to end.
+"""The full-size builders of ``dgmo_pl.testing.tiny`` against the real checkpoints' configs, and the real parts end to end.
 
 The configs are the hub's (``tests/real_configs/``, copied from ``../shared/model-configs``; its
 SOURCES.md says where each comes from). Most are verbatim; ``cvssp/audioldm``'s UNet config is
@@ -30,7 +30,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from dgmo_pl.data import DEMO_MIXTURE
 from dgmo_pl.diffusion.references import ReferenceGenerator
-from dgmo_pl.tiny import builder
+from dgmo_pl.testing.tiny import builder
 from helpers import fit, tiny_args
 from real_config_models import real_config, save_with_real_parts
 

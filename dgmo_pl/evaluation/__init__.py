@@ -4,8 +4,8 @@
   or AudioSep's LASS benchmark folder.
 * :mod:`~dgmo_pl.evaluation.metrics`: SDR / SDRi and SI-SDR / SI-SDRi as the LASS papers report
   them, and CLAPScore.
-* :mod:`~dgmo_pl.evaluation.example_set`: a small set of 0 dB mixtures of real recordings.
-* :mod:`~dgmo_pl.evaluation.tiny_clap`: a tiny random CLAP for offline tests (imported on demand).
+
+The example set and the tiny CLAP that the tests use are in :mod:`dgmo_pl.testing`.
 """
 
 from dgmo_pl.evaluation.manifest import (

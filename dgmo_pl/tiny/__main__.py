@@ -1,3 +1,3 @@
-from dgmo_pl.tiny import main
+from dgmo_pl.testing.tiny import main
 
 main()

@@ -14,7 +14,7 @@ from pathlib import Path
 from dgmo_pl.audio import frontend as fe
 from dgmo_pl.audio.io import write_audio
 from dgmo_pl.errors import InputError
-from dgmo_pl.mixing import mix_sources
+from dgmo_pl.testing.mixing import mix_sources
 from dgmo_pl.naming import slugify
 
 __all__ = ["DEFAULT_SHARED", "Recording", "choose_pairs", "make_eval_set", "read_labels"]
@@ -89,7 +89,7 @@ def make_eval_set(
 
     Each mixture is two recordings with different labels, each mixed to mono, resampled to
     16 kHz, looped or cut to 10.24 s and scaled to equal RMS, their sum peaking at 0.5
-    (:func:`dgmo_pl.mixing.mix_sources`); the first is the queried source, its label the query.
+    (:func:`dgmo_pl.testing.mixing.mix_sources`); the first is the queried source, its label the query.
     Files are 16-bit WAV:
 
     * ``out_dir/mixtures/<id>.wav``: the mixture;

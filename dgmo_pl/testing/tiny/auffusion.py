@@ -26,7 +26,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from dgmo_pl.diffusion.backbones.auffusion_parts import CONDITION_CONFIG, DEFAULT_MAX_LENGTH, ConditionAdapter
 from dgmo_pl.diffusion.backbones.hifigan import HifiGan
-from dgmo_pl.tiny.common import parameter_counts, save_components
+from dgmo_pl.testing.tiny.common import parameter_counts, save_components
 
 __all__ = ["SIZES", "build", "clip_tokenizer", "parameter_counts", "save"]
 

@@ -35,8 +35,8 @@ from transformers import (
     T5Tokenizer,
 )
 
-from dgmo_pl.tiny.audioldm import ROBERTA_VOCAB_SIZE, SCHEDULER_CONFIG, full_vae, full_vocoder, tiny_vae, tiny_vocoder
-from dgmo_pl.tiny.common import MAX_TOKENS, parameter_counts, save_components, tiny_tokenizer
+from dgmo_pl.testing.tiny.audioldm import ROBERTA_VOCAB_SIZE, SCHEDULER_CONFIG, full_vae, full_vocoder, tiny_vae, tiny_vocoder
+from dgmo_pl.testing.tiny.common import MAX_TOKENS, parameter_counts, save_components, tiny_tokenizer
 
 __all__ = ["SIZES", "build", "full_components", "full_unet_config", "parameter_counts", "save", "tiny_components",
            "tiny_t5_tokenizer", "tiny_unet_config"]

@@ -27,7 +27,7 @@ from transformers import (
     SpeechT5HifiGanConfig,
 )
 
-from dgmo_pl.tiny.common import MAX_TOKENS, parameter_counts, save_components, tiny_tokenizer
+from dgmo_pl.testing.tiny.common import MAX_TOKENS, parameter_counts, save_components, tiny_tokenizer
 
 __all__ = ["SIZES", "VAE_SCALING_FACTOR", "build", "full_components", "full_unet_config", "full_vae", "full_vocoder",
            "parameter_counts", "save", "save_audioldm", "save_full_audioldm", "save_tiny_audioldm", "tiny_components",

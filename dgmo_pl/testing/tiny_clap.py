@@ -1,6 +1,6 @@
 """A tiny, randomly initialised CLAP written offline, for testing CLAPScore without the hub.
 
-Usage: ``python -m dgmo_pl.evaluation.tiny_clap OUT_DIR [--seed N]``.
+Usage: ``python -m dgmo_pl.testing.tiny_clap OUT_DIR [--seed N]``.
 
 The model has LAION CLAP's architecture (HTS-AT audio tower, RoBERTa text tower) at toy widths;
 its feature extractor is LAION's (48 kHz, 64 mel bins, 10 s windows), so every code path of
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
 
-from dgmo_pl.tiny import tiny_tokenizer
+from dgmo_pl.testing.tiny import tiny_tokenizer
 
 #: Tokens per text of the tiny tokenizer (longer texts are truncated).
 MAX_TOKENS = 32
@@ -75,7 +75,7 @@ def save_tiny_clap(folder: str | Path, seed: int = 0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m dgmo_pl.evaluation.tiny_clap OUT_DIR [--seed N]``."""
+    """Command line: ``python -m dgmo_pl.testing.tiny_clap OUT_DIR [--seed N]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="folder to write (created if needed)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")

@@ -1,0 +1,3 @@
+from dgmo_pl.testing.tiny import main
+
+main()
