@@ -114,7 +114,7 @@ def make_inputs(folder: Path, minutes: float, audio: Path) -> Inputs:
     stem = f"{minutes:g}min"
     mixture, sources = mix_panned([audio / TARGET, audio / INTERFERER], minutes * 60, SAMPLE_RATE, CHANNELS)
     paths = [folder / f"mixture_{stem}.wav", folder / f"dog_{stem}.wav", folder / f"speech_{stem}.wav"]
-    for path, wave in zip(paths, [mixture, sources[0], sources[1]]):
+    for path, wave in zip(paths, [mixture, sources[0], sources[1]], strict=True):
         write_audio(path, wave, SAMPLE_RATE, "PCM_16")
     return Inputs(minutes, *paths)
 

@@ -116,7 +116,7 @@ def busy_elsewhere(start: tuple[int, int, int] | None, end: tuple[int, int, int]
     """Fraction of the CPUs' time that other processes used between two :func:`cpu_ticks`."""
     if start is None or end is None or end[0] == start[0]:
         return None
-    total, busy, own = (b - a for a, b in zip(start, end))
+    total, busy, own = (b - a for a, b in zip(start, end, strict=True))
     return max(busy - own, 0) / total
 
 
@@ -152,6 +152,7 @@ def measure_overhead(steps: int, repeats: int, steps_per_batch: int) -> dict[Loo
 
 
 def main() -> None:
+    """Run the benchmark and print its table."""
     quiet()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)

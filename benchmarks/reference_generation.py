@@ -36,7 +36,8 @@ Usage::
                                                                 # bf16-true, each eager and compiled
     python benchmarks/reference_generation.py --device cuda --rounds 3 --precisions bf16-mixed --compile on
     python benchmarks/reference_generation.py --skip-counts --full-model models/audioldm-s-random
-    python benchmarks/reference_generation.py --skip-counts --skip-overhead --backbones audioldm:full-l,audioldm2:full-large
+    python benchmarks/reference_generation.py --skip-counts --skip-overhead \
+        --backbones audioldm:full-l,audioldm2:full-large
 
 On a machine whose cores other processes also use, ``--threads 1`` avoids the slowdown of
 PyTorch's CPU threads waiting on a descheduled sibling (it can exceed 10x on two shared cores).
@@ -58,9 +59,10 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -207,6 +209,7 @@ class UNetTimer:
         self.seconds += self._now() - self._start
 
     def reset(self) -> None:
+        """Forget the counts so far."""
         self.evaluations, self.seconds = 0, 0.0
 
 
@@ -225,6 +228,7 @@ class Mode:
 
     @property
     def name(self) -> str:
+        """The backbone:size label of this model."""
         return f"{self.precision}, {'compiled' if self.compile else 'eager'}"
 
 
@@ -295,15 +299,18 @@ def time_mode(folder: str, mode: Mode) -> dict[str, Any]:
     peak = torch.cuda.max_memory_allocated() / MIB if device.type == "cuda" else peak_rss_mib()
     return {
         "mode": asdict(mode), "model": Path(folder).name, "backbone": backbone.name, "gflop": gflop,
-        "parameters": parameters, "unet_parameters": unet_parameters, "load_s": load_s, "warmup_s": warmup_s, "wall_s": wall,
+        "parameters": parameters, "unet_parameters": unet_parameters, "load_s": load_s,
+        "warmup_s": warmup_s, "wall_s": wall,
         "unet_s": timer.seconds, "evaluations": timer.evaluations, "peak_mib": peak, "rss_before_mib": rss_before,
         "warmup_graphs": warmup_graphs, "timed_graphs": compiled_graphs() - graphs,
     }  # fmt: skip
 
 
 def time_mode_in_child(folder: str, mode: Mode) -> dict[str, Any]:
-    """:func:`time_mode` in a fresh Python process (this script with ``--worker``), so that its
-    peak memory is its own; the result comes back as the last line of its output, in JSON."""
+    """:func:`time_mode` in a fresh Python process (this script with ``--worker``).
+
+    The process's peak memory is then its own; the result comes back as the last line of its output, in JSON.
+    """
     job = json.dumps({"folder": folder, "mode": asdict(mode)})
     done = subprocess.run([sys.executable, __file__, "--worker", job], stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -320,6 +327,7 @@ def worker(job: str) -> None:
 
 
 def ratio(value: float, reference: float) -> str:
+    """``value / reference`` formatted as a ratio, e.g. ``0.75x``."""
     return f"{value:,.0f} ({value / reference:.2f}x of {reference:,})"
 
 
@@ -348,7 +356,8 @@ def timing_lines(index: int, result: dict[str, Any]) -> list[str]:
     before = f"peak RSS ({result['rss_before_mib']:,.0f} MiB before loading)"
     memory = "CUDA max allocated" if mode.device == "cuda" else before
     tag = f"b{index}"
-    model = f"{result['model']} ({result['backbone']}; {result['parameters'] / 1e6:,.0f} M parameters, UNet {result['unet_parameters'] / 1e6:,.0f} M)"
+    sizes = f"{result['parameters'] / 1e6:,.0f} M parameters, UNet {result['unet_parameters'] / 1e6:,.0f} M"
+    model = f"{result['model']} ({result['backbone']}; {sizes})"
     warm = f"; warm-up {result['warmup_s']:.1f} s not counted" if mode.warmup else ""
     if mode.compile:
         warm += f"; graphs compiled: {result['warmup_graphs']} in warm-up, {result['timed_graphs']} while timed"
@@ -371,7 +380,7 @@ def overhead_lines(times: dict[Loop, list[float]], steps: int) -> list[str]:
     """Table rows of part c: median ms per Adam step and the ratio to the plain loop."""
     plain = statistics.median(times[("plain", None, False)])
     lines = []
-    for i, ((name, group, monitor), values) in enumerate(times.items(), 1):
+    for i, ((_name, group, monitor), values) in enumerate(times.items(), 1):
         median = statistics.median(values)
         what = "plain PyTorch loop" if group is None else (
             f"Lightning fit loop, {group} Adam step(s) per batch, mask monitor {'on' if monitor else 'off'}"
@@ -444,7 +453,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.precisions = (args.precisions or default_precisions).split(",")
     args.compile = args.compile or ("both" if args.device == "cuda" else "off")
     args.count_queries = [int(n) for n in args.count_queries.split(",")]
-    args.backbones = [tuple(item.split(":", 1)) if ":" in item else (item, "full") for item in args.backbones.split(",")]
+    items = args.backbones.split(",")
+    args.backbones = [tuple(item.split(":", 1)) if ":" in item else (item, "full") for item in items]
     check_args(parser, args)
     return args
 

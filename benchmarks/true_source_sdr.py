@@ -42,6 +42,7 @@ PAIRS = [
 
 
 def label(name: str) -> str:
+    """A recording's label from its file name."""
     return name.split("__")[1].replace("-", " ")
 
 
@@ -73,16 +74,19 @@ def measure(audio_dir: Path, pairs: list[tuple[str, str]], *overrides: str) -> l
 
 
 def print_table(rows: list[dict[str, float | str]]) -> None:
+    """Print one line per mixture and the mean."""
     print(f"{'target':<22} {'interferer':<22} {'SDR mix':>8} {'SDR est':>8} {'SDRi':>7}")
     for r in rows:
-        print(f"{r['target']:<22} {r['interferer']:<22} {r['sdr_mixture']:8.2f} {r['sdr_estimate']:8.2f} {r['sdri']:7.2f}")
+        names = f"{r['target']:<22} {r['interferer']:<22}"
+        print(f"{names} {r['sdr_mixture']:8.2f} {r['sdr_estimate']:8.2f} {r['sdri']:7.2f}")
     mean = sum(r["sdri"] for r in rows) / len(rows)
     print(f"mean SDRi over {len(rows)} pairs: {mean:.2f} dB (16 kHz, 10.24 s, plain SNR)")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--audio", type=Path, default=Path(os.environ.get("DGMO_SHARED_AUDIO", REPO.parent / "shared" / "audio")))
+    shared = Path(os.environ.get("DGMO_SHARED_AUDIO", REPO.parent / "shared" / "audio"))
+    parser.add_argument("--audio", type=Path, default=shared)
     parser.add_argument("--pairs", type=int, default=len(PAIRS))
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -43,25 +43,30 @@ class MaskMonitor(Callback):
         self._batch_start = 0  # Adam steps taken before this batch
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start the step count of the first round."""
         self._last_round_mask = pl_module.thresholded_mask()
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Start a round's step count."""
         self._round_start = trainer.global_step
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int
     ) -> None:
+        """Remember where the batch's steps start."""
         self._batch_start = trainer.global_step
 
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
+        """Count the Adam step."""
         # global_step counts completed steps: the mask is the one after step global_step - 1.
         self._after_step(trainer, pl_module)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: object, batch: object, batch_idx: int
     ) -> None:
+        """Log the mask statistics of the steps that fall on the interval."""
         self._after_step(trainer, pl_module)
 
     def _after_step(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -77,6 +82,7 @@ class MaskMonitor(Callback):
             logger.log_metrics(stats, step=step)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Log the round's mask change and images."""
         mask = pl_module.thresholded_mask()
         change = (mask - self._last_round_mask).abs().mean()
         self._last_round_mask = mask

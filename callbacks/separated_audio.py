@@ -130,9 +130,10 @@ class SeparatedAudioWriter(Callback):
 
     @rank_zero_only
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Write this fit's separated windows (and references) once the fit ends."""
         data = trainer.datamodule
         folder = self.folder(trainer)
-        masks = [(data.names[q], m) for q, m in zip(data.fit_queries, pl_module.thresholded_mask().cpu())]
+        masks = [(data.names[q], m) for q, m in zip(data.fit_queries, pl_module.thresholded_mask().cpu(), strict=True)]
         residual = pl_module.residual_mask()
         if residual is not None:
             masks.append((unique_slugs([*data.queries, "residual"])[-1], residual.cpu()[0]))
@@ -150,8 +151,8 @@ class SeparatedAudioWriter(Callback):
         if data.generator is None or data.references is None:
             return
         several = data.recording.num_windows > 1
-        for q, per_window in zip(data.fit_queries, data.references):
-            for window, refs in zip(data.fit_windows, per_window):
+        for q, per_window in zip(data.fit_queries, data.references, strict=True):
+            for window, refs in zip(data.fit_windows, per_window, strict=True):
                 audio = data.generator.vocode(refs)
                 if audio is None:
                     return

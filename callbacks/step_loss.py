@@ -28,6 +28,7 @@ class StepLossLogger(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: object, batch: object, batch_idx: int
     ) -> None:
+        """Log each of the batch's step losses at its own step."""
         losses = outputs.get("losses") if isinstance(outputs, Mapping) else None
         if losses is None or not trainer.loggers:
             return

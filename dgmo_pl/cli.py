@@ -9,8 +9,8 @@ import logging
 import pickle
 import sys
 import warnings
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -23,6 +23,8 @@ from dgmo_pl.errors import InputError
 from dgmo_pl.evaluation.manifest import Row, load_rows
 from dgmo_pl.evaluation.metrics import ClapScorer
 from dgmo_pl.evaluation.runner import collect, evaluate_rows, markdown, shard, summarise, write_reports
+from dgmo_pl.evaluation.shards import launch, single_device_trainer_settings
+from dgmo_pl.model import MaskSeparator
 
 #: How each scoring convention compares signals, for the printout.
 SCORING_TEXT = {
@@ -30,8 +32,6 @@ SCORING_TEXT = {
     "dgmo": "16 kHz mono, first 10.24 s",
     "audiosep": "32 kHz mono, full clips",
 }
-from dgmo_pl.evaluation.shards import launch, single_device_trainer_settings
-from dgmo_pl.model import MaskSeparator
 
 #: Precisions that would store the mask itself in 16 bits (its small Adam updates then vanish).
 LOW_PRECISION_WEIGHTS = ("bf16-true", "16-true", "transformer-engine", "transformer-engine-float16")
@@ -55,9 +55,11 @@ def check_trainer(trainer: Trainer) -> None:
 
 @contextlib.contextmanager
 def _quiet_banners() -> Iterator[None]:
-    """Lightning's information lines (devices, tips) of a trainer: the command line's own trainer
-    has printed them once; a run of many fits (queries, windows, evaluation rows) would repeat them
-    for each. Warnings still show."""
+    """Silence Lightning's information lines (devices, tips) of a trainer.
+
+    The command line's own trainer has printed them once; a run of many fits (queries, windows,
+    evaluation rows) would repeat them for each. Warnings still show.
+    """
     rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     level = rank_zero_log.level
     rank_zero_log.setLevel(logging.WARNING)
@@ -121,6 +123,7 @@ class DGMOCLI(LightningCLI):
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
+        """The subcommands: Lightning's, plus ``references`` and ``evaluate``."""
         return {
             **LightningCLI.subcommands(),
             "references": {"model", "datamodule"},
@@ -128,8 +131,11 @@ class DGMOCLI(LightningCLI):
         }
 
     def _parse_ckpt_path(self) -> None:
-        """LightningCLI reads the checkpoint's hyperparameters first: a file that is not a checkpoint
-        is a user mistake, named, not a traceback."""
+        """Refuse a ``--ckpt_path`` that is not a checkpoint, with a named error.
+
+        LightningCLI reads the checkpoint's hyperparameters first: a file that is not a checkpoint
+        is a user mistake, named, not a traceback.
+        """
         try:
             super()._parse_ckpt_path()
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as err:
@@ -140,6 +146,7 @@ class DGMOCLI(LightningCLI):
             ) from None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Add DGMO's argument groups and links."""
         parser.add_lightning_class_args(SeparatedAudioWriter, "audio")
         parser.add_lightning_class_args(MaskMonitor, "monitor")
         parser.link_arguments("data.spec", "model.spec", apply_on="instantiate")
@@ -154,6 +161,7 @@ class DGMOCLI(LightningCLI):
         )
 
     def before_fit(self) -> None:
+        """Check the settings before any work starts."""
         # Check everything before the first file is written, so bad input leaves no partial run.
         check_trainer(self.trainer)
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
@@ -201,7 +209,7 @@ class DGMOCLI(LightningCLI):
         groups = [list(queries)] if joint else [[q] for q in queries]
         batches = datamodule.window_batches
         pristine = copy.deepcopy(model)  # every fit starts from the configured, untrained module
-        for g, group in enumerate(groups):
+        for group in groups:
             # Fresh callbacks (their per-query state), built from the same configuration.
             self.config_init = self.parser.instantiate(self.config)
             name = "joint" if joint else datamodule.names[group[0]]
@@ -221,6 +229,7 @@ class DGMOCLI(LightningCLI):
                 gc.collect()
 
     def before_evaluate(self) -> None:
+        """Check the evaluation's settings before any row runs."""
         check_trainer(self.trainer)
 
     def evaluate(
@@ -271,6 +280,7 @@ class DGMOCLI(LightningCLI):
             raise SystemExit(1)
 
     def before_references(self) -> None:
+        """Check the settings before generating references."""
         self.datamodule.load()
 
     def references(self, model: MaskSeparator, datamodule: SeparationDataModule) -> None:

@@ -138,7 +138,9 @@ class SeparationDataModule(LightningDataModule):
                 f"({self.spec.segment_seconds / 2} s): fix --data.window_overlap"
             )
         try:
-            self.generation = GenerationConfig(num_references, ddim_steps, noise_level, guidance_scale, denoising_offset)
+            self.generation = GenerationConfig(
+                num_references, ddim_steps, noise_level, guidance_scale, denoising_offset
+            )
             ReferenceGenerator.check_runtime(precision, attention, max_batch)
         except ValueError as err:
             raise InputError(f"{err}: fix the --data setting") from None
@@ -283,7 +285,12 @@ class SeparationDataModule(LightningDataModule):
     def _load_generator(self) -> None:
         hp = self.hparams
         generator = ReferenceGenerator.from_pretrained(
-            hp.model, self.backbone, precision=hp.precision, attention=hp.attention, compile=hp.compile, max_batch=hp.max_batch
+            hp.model,
+            self.backbone,
+            precision=hp.precision,
+            attention=hp.attention,
+            compile=hp.compile,
+            max_batch=hp.max_batch,
         )
         trained_steps = generator.backbone.scheduler.config.num_train_timesteps
         if self.generation.ddim_steps > trained_steps:
@@ -297,6 +304,7 @@ class SeparationDataModule(LightningDataModule):
         self.provider = ReferenceProvider(generator, self.generation, self.cache, identity)
 
     def setup(self, stage: str) -> None:
+        """Load the model or the true-source references once; later calls do nothing."""
         self.load()
         if self.generator is not None and self.trainer is not None:
             check_round_reloading(self.trainer)
@@ -384,6 +392,7 @@ class SeparationDataModule(LightningDataModule):
         return torch.stack(rows)
 
     def train_dataloader(self) -> DataLoader:
+        """The current round's loader (rebuilt every round)."""
         round_index = self.trainer.current_epoch if self.trainer is not None else 0
         masks = self.trainer.lightning_module.thresholded_mask() if round_index > 0 else None
         if self.references is None or not self.reference_recordings:

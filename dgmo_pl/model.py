@@ -162,6 +162,7 @@ class MaskSeparator(LightningModule):
         return loss.detach()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam over the mask, one optimiser for every round."""
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
     def configure_callbacks(self) -> list[Callback]:

@@ -40,10 +40,12 @@ class Recording:
 
     @property
     def num_windows(self) -> int:
+        """How many windows the recording is cut into."""
         return self.plan.num_windows
 
     @property
     def seconds(self) -> float:
+        """The recording's duration in seconds."""
         return self.info.frames / self.info.sample_rate
 
 

@@ -222,7 +222,10 @@ def from_model_layout(layout: torch.Tensor, spec: SpectrogramConfig) -> torch.Te
 
 
 def diffusion_log_mel(magnitude: torch.Tensor, filterbank: torch.Tensor, spec: SpectrogramConfig) -> torch.Tensor:
-    """Magnitude STFT to the diffusion model's log-mel layout: ``[B, F, T] -> [B, 1, H, W]`` (see :func:`to_model_layout`)."""
+    """Magnitude STFT to the diffusion model's log-mel layout: ``[B, F, T] -> [B, 1, H, W]``.
+
+    See :func:`to_model_layout`.
+    """
     return to_model_layout(log_mel(magnitude, filterbank), spec)
 
 

@@ -108,7 +108,7 @@ class WindowPlan:
         starts = tuple(_scale(s, target_rate, source_rate) for s in self.starts)
         window = _scale(self.window, target_rate, source_rate)
         # Rounding may leave a sample or two between windows or before the end: bridge them.
-        need = max([length - starts[-1], *(b - a for a, b in zip(starts, starts[1:]))])
+        need = max([length - starts[-1], *(b - a for a, b in zip(starts, starts[1:], strict=False))])
         if need - window > _SLACK or starts[-1] >= length:
             raise ValueError(
                 f"length {length} does not fit the windows carried from {source_rate} Hz to {target_rate} Hz "
@@ -193,7 +193,7 @@ def _check_plan(length: int, window: int, starts: tuple[int, ...]) -> None:
         raise ValueError(f"window must be at least 1 sample, got {window}: pass a positive window")
     if not starts or starts[0] != 0:
         raise ValueError(f"the first window must start at sample 0, got starts {starts[:3]}...")
-    for i, (a, b) in enumerate(zip(starts, starts[1:])):
+    for i, (a, b) in enumerate(zip(starts, starts[1:], strict=False)):
         if not 0 < b - a <= window:
             raise ValueError(
                 f"window {i + 1} starts at {b}, {b - a} samples after window {i}: starts must increase "

@@ -38,6 +38,7 @@ def _where(model: str) -> str:
 
 
 def is_hub_id(model: str) -> bool:
+    """Whether ``model`` names a hub repository rather than a local folder."""
     try:
         validate_repo_id(model)
     except ValueError:
@@ -147,5 +148,6 @@ def model_revision(model: str) -> str:
     try:
         folder = Path(snapshot_download(model, local_files_only=True))
     except (OSError, ValueError) as err:
-        raise ModelLoadError(f"cannot find the snapshot of '{model}' in the hub cache ({err}); {advice(model)}") from None
+        message = f"cannot find the snapshot of '{model}' in the hub cache ({err}); {advice(model)}"
+        raise ModelLoadError(message) from None
     return f"commit:{folder.name}"

@@ -83,7 +83,7 @@ class ReferenceProvider:
             refs = self.generator.generate(
                 estimate, [queries[i] for i in missing], self.config, inverted=inverted, label=label
             ).cpu()
-            for i, ref in zip(missing, refs):
+            for i, ref in zip(missing, refs, strict=True):
                 found[i] = {"references": ref}
                 self.cache.store(keys[i], found[i])
         return [entry["references"] for entry in found]

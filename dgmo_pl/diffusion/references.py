@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Literal, get_args
+from typing import Literal, get_args
 
 import torch
 from diffusers import DDIMScheduler
@@ -82,7 +83,8 @@ class ReferenceGenerator:
 
     The DDIM inversion and the guided denoising are the same for every backbone; what differs
     between models (text conditioning, layouts, vocoder) is behind :class:`Backbone`. Log-mels are
-    in the backbone's layout (``spec.layout``): ``[., 1, H, W]``. The networks are frozen: eval mode, no trainable parameters, run under ``torch.no_grad``.
+    in the backbone's layout (``spec.layout``): ``[., 1, H, W]``. The networks are frozen: eval
+    mode, no trainable parameters, run under ``torch.no_grad``.
     Batches of K references x queries x guidance branches go through the UNet together, in
     calls of at most ``max_batch`` samples.
 
@@ -134,7 +136,7 @@ class ReferenceGenerator:
     @classmethod
     def from_pretrained(
         cls, model: str, backbone: Backbone | None = None, precision: Precision = "32-true", **runtime: object
-    ) -> "ReferenceGenerator":
+    ) -> ReferenceGenerator:
         """Load from a hub id or a local diffusers folder (see :func:`~dgmo_pl.diffusion.backbones.load_backbone`).
 
         Args:
@@ -147,6 +149,7 @@ class ReferenceGenerator:
 
     @property
     def device(self) -> torch.device:
+        """The networks' device."""
         return self.backbone.unet.device
 
     @property
@@ -161,8 +164,11 @@ class ReferenceGenerator:
 
     @property
     def vae_in_fp32(self) -> bool:
-        """The VAE's config asks for fp32 (``force_upcast``: AudioLDM 2's real config, and diffusers'
-        default): in every 16-bit mode it keeps fp32 weights and runs outside autocast."""
+        """Whether the VAE's config asks for fp32 (``force_upcast``).
+
+        AudioLDM 2's real config says so, and it is diffusers' default: in every 16-bit mode such a
+        VAE keeps fp32 weights and runs outside autocast.
+        """
         return bool(getattr(self.backbone.vae.config, "force_upcast", False))
 
     def _cast_networks(self, dtype: torch.dtype) -> None:
@@ -170,7 +176,7 @@ class ReferenceGenerator:
             if not (module is self.backbone.vae and self.vae_in_fp32):
                 module.to(dtype=dtype)
 
-    def to(self, device: torch.device | str) -> "ReferenceGenerator":
+    def to(self, device: torch.device | str) -> ReferenceGenerator:
         """Move the networks to ``device``."""
         for module in self.backbone.networks():
             module.to(device)
@@ -191,7 +197,7 @@ class ReferenceGenerator:
     def _chunks(self, *tensors: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
         """The tensors cut along the batch into pieces of at most ``max_batch``."""
         size = self.max_batch or tensors[0].shape[0]
-        yield from zip(*(t.split(size) for t in tensors))
+        yield from zip(*(t.split(size) for t in tensors), strict=True)
 
     def _cast(self, value: torch.Tensor) -> torch.Tensor:
         """Floating tensors to the networks' dtype; others (attention masks) as they are."""
@@ -231,7 +237,8 @@ class ReferenceGenerator:
         """Latents back to log-mels in the backbone's layout, fp32: ``[N, C, H/f, W/f] -> [N, 1, H, W]``."""
         scaled = (latents / self.backbone.vae.config.scaling_factor).to(self.backbone.vae.dtype)
         with self._vae_autocast():
-            decoded = [self.backbone.vae_output(self.backbone.vae.decode(z).sample.float()) for (z,) in self._chunks(scaled)]
+            vae, chunks = self.backbone.vae, self._chunks(scaled)
+            decoded = [self.backbone.vae_output(vae.decode(z).sample.float()) for (z,) in chunks]
         return torch.cat(decoded).float()
 
     def inversion_timesteps(self, config: GenerationConfig) -> torch.Tensor:
@@ -265,7 +272,7 @@ class ReferenceGenerator:
         out = []
         with self._autocast():
             for z, *values in self._chunks(latents.to(self.dtype), *(self._cast(condition[n]) for n in names)):
-                out.append(self.backbone.predict_noise(z, t, dict(zip(names, values))).float())
+                out.append(self.backbone.predict_noise(z, t, dict(zip(names, values, strict=True))).float())
         return torch.cat(out)
 
     @torch.no_grad()

@@ -113,7 +113,7 @@ def _existing_file(path: Path, csv_path: Path, line: int, column: str, what: str
 def _check_unique_ids(ids: Sequence[str], lines: Sequence[int], csv_path: Path, what: str) -> None:
     """Raise an InputError naming both lines of the first id that occurs twice."""
     first: dict[str, int] = {}
-    for row_id, line in zip(ids, lines):
+    for row_id, line in zip(ids, lines, strict=True):
         if row_id in first:
             raise InputError(
                 f"{what} '{csv_path}', line {line}: id {row_id!r} is already used on line {first[row_id]}: "
@@ -202,14 +202,14 @@ def read_manifest(path: str | os.PathLike) -> list[Row]:
         given_ids.append(cell(record.cells, "id"))
         lines.append(record.line)
 
-    explicit = [(row_id, line) for row_id, line in zip(given_ids, lines) if row_id]
+    explicit = [(row_id, line) for row_id, line in zip(given_ids, lines, strict=True) if row_id]
     _check_unique_ids([i for i, _ in explicit], [line for _, line in explicit], path, what)
     unnamed = [k for k, row_id in enumerate(given_ids) if not row_id]
     generated = _default_ids([f"{mixtures[k].stem} {queries[k]}" for k in unnamed], {i for i, _ in explicit})
     ids = list(given_ids)
-    for k, row_id in zip(unnamed, generated):
+    for k, row_id in zip(unnamed, generated, strict=True):
         ids[k] = row_id
-    return [Row(i, m, q, s) for i, m, q, s in zip(ids, mixtures, queries, sources)]
+    return [Row(i, m, q, s) for i, m, q, s in zip(ids, mixtures, queries, sources, strict=True)]
 
 
 # --- AudioSep's benchmark -----------------------------------------------------------------------
@@ -459,8 +459,10 @@ def read_audiosep(folder: str | os.PathLike, benchmarks: Sequence[str] | None = 
 
 
 def load_rows(path: str | os.PathLike) -> list[Row]:
-    """Rows of an evaluation set: a ``.csv`` file is a manifest (:func:`read_manifest`), a folder
-    AudioSep's benchmark (:func:`read_audiosep`).
+    """Rows of an evaluation set, a manifest or a benchmark folder.
+
+    A ``.csv`` file is a manifest (:func:`read_manifest`), a folder AudioSep's benchmark
+    (:func:`read_audiosep`).
 
     Raises:
         InputError: ``path`` does not exist, is a file other than ``.csv``, or what the reader

@@ -57,6 +57,7 @@ def write_text_atomically(path: Path, text: str) -> Path:
 
 
 def row_folder(output: Path, row: Row) -> Path:
+    """The folder of one row's outputs under ``output``."""
     return output / "rows" / row.id
 
 
@@ -181,8 +182,11 @@ def markdown(summary: list[dict[str, Any]]) -> str:
 def write_reports(
     results: list[dict[str, Any]], summary: list[dict[str, Any]], output: Path, scoring: str = "output"
 ) -> list[Path]:
-    """``results.csv`` (one line per row), ``summary.csv``, ``summary.md`` (saying how signals were
-    compared) and TensorBoard scalars."""
+    """Write the evaluation's reports.
+
+    ``results.csv`` (one line per row), ``summary.csv``, ``summary.md`` (saying how signals were
+    compared) and TensorBoard scalars.
+    """
     columns = ["id", "query", "status", *METRICS, "output", "error"]
     paths = [
         write_text_atomically(output / "results.csv", _csv(results, columns)),

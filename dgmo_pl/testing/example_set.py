@@ -14,8 +14,8 @@ from pathlib import Path
 from dgmo_pl.audio import frontend as fe
 from dgmo_pl.audio.io import write_audio
 from dgmo_pl.errors import InputError
-from dgmo_pl.testing.mixing import mix_sources
 from dgmo_pl.naming import slugify
+from dgmo_pl.testing.mixing import mix_sources
 
 __all__ = ["DEFAULT_SHARED", "Recording", "choose_pairs", "make_eval_set", "read_labels"]
 

@@ -16,8 +16,8 @@ from dgmo_pl.diffusion.backbones.auffusion import Auffusion
 from dgmo_pl.diffusion.backbones.base import Backbone, Condition, cat_conditions, map_condition
 from dgmo_pl.diffusion.loading import ModelLoadError, advice, is_hub_id, pipeline_name
 
-__all__ = ["BACKBONES", "AudioLDM", "AudioLDM2", "Auffusion", "Backbone", "Condition", "cat_conditions", "infer_backbone", "load_backbone",
-           "map_condition"]
+__all__ = ["BACKBONES", "AudioLDM", "AudioLDM2", "Auffusion", "Backbone", "Condition", "cat_conditions",
+           "infer_backbone", "load_backbone", "map_condition"]
 
 #: Every backbone shipped, by name.
 BACKBONES: dict[str, type[Backbone]] = {cls.__name__: cls for cls in (AudioLDM, AudioLDM2, Auffusion)}

@@ -35,16 +35,20 @@ class AudioLDM(Backbone):
         self.tokenizer: PreTrainedTokenizerBase | None = None
 
     def load(self, model: str, dtype: torch.dtype = torch.float32) -> None:
+        """Load AudioLDM's components from ``model`` (see :meth:`Backbone.load`)."""
         check_model_folder(model, self.name, self.pipelines)
         self.tokenizer = load_tokenizer(model, "tokenizer", self.name)
         self.vae = self._load_vae(model, dtype)
-        self.unet = load_part(UNet2DConditionModel, model, "unet", self.name, torch_dtype=dtype, low_cpu_mem_usage=False)
+        self.unet = load_part(
+            UNet2DConditionModel, model, "unet", self.name, torch_dtype=dtype, low_cpu_mem_usage=False
+        )
         self.text_encoder = load_part(ClapTextModelWithProjection, model, "text_encoder", self.name, dtype=dtype)
         if has_part(model, "vocoder"):
             self.vocoder = load_part(SpeechT5HifiGan, model, "vocoder", self.name, dtype=dtype)
         self._finish_loading(model)
 
     def networks(self) -> list[torch.nn.Module]:
+        """The VAE, UNet, CLAP text tower and vocoder."""
         return [m for m in (self.vae, self.unet, self.text_encoder, self.vocoder) if m is not None]
 
     def _clap(self, texts: list[str]) -> torch.Tensor:
@@ -58,10 +62,12 @@ class AudioLDM(Backbone):
         return F.normalize(out.text_embeds.float(), dim=-1)
 
     def encode_prompts(self, texts: list[str]) -> tuple[Condition, Condition]:
+        """L2-normalised CLAP embeddings as ``class_labels`` (see :meth:`Backbone.encode_prompts`)."""
         embeds = self._clap([*texts, ""])
         return {"class_labels": embeds[:-1]}, {"class_labels": embeds[-1:]}
 
     def vocode(self, layout: torch.Tensor) -> torch.Tensor | None:
+        """HiFi-GAN waveforms of time-major log-mels (see :meth:`Backbone.vocode`)."""
         if self.vocoder is None:
             return None
         return self.vocoder(layout.squeeze(1).to(self.vocoder.dtype)).float()

@@ -49,6 +49,7 @@ class AudioLDM2(Backbone):
         self._pipeline: AudioLDM2Pipeline | None = None
 
     def load(self, model: str, dtype: torch.dtype = torch.float32) -> None:
+        """Load AudioLDM 2's components from ``model`` (see :meth:`Backbone.load`)."""
         check_model_folder(model, self.name, self.pipelines)
         self.tokenizer = load_tokenizer(model, "tokenizer", self.name)
         self.tokenizer_2 = load_tokenizer(model, "tokenizer_2", self.name)
@@ -67,6 +68,7 @@ class AudioLDM2(Backbone):
         self._pipeline = None
 
     def networks(self) -> list[torch.nn.Module]:
+        """Every network of the AudioLDM 2 pipeline that runs."""
         parts = (
             self.vae, self.unet, self.text_encoder, self.text_encoder_2, self.projection_model, self.language_model,
             self.vocoder,
@@ -91,7 +93,7 @@ class AudioLDM2(Backbone):
         out = self.pipeline().encode_prompt(
             [text], self.unet.device, num_waveforms_per_prompt=1, do_classifier_free_guidance=False
         )
-        return dict(zip(CONDITION_KEYS, out))
+        return dict(zip(CONDITION_KEYS, out, strict=False))
 
     def encode_prompts(self, texts: list[str]) -> tuple[Condition, Condition]:
         """The conditions of ``texts`` ``[N, ...]`` and of the empty prompt ``[1, ...]``.
@@ -117,6 +119,7 @@ class AudioLDM2(Backbone):
         return cat_conditions(*conditions), empty
 
     def vocode(self, layout: torch.Tensor) -> torch.Tensor | None:
+        """HiFi-GAN waveforms of time-major log-mels (see :meth:`Backbone.vocode`)."""
         if self.vocoder is None:
             return None
         return self.vocoder(layout.squeeze(1).to(self.vocoder.dtype)).float()

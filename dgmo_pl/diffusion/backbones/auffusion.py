@@ -70,6 +70,7 @@ class Auffusion(Backbone):
     # --- loading ---------------------------------------------------------------------------
 
     def load(self, model: str, dtype: torch.dtype = torch.float32) -> None:
+        """Load Auffusion's components from ``model`` (see :meth:`Backbone.load`)."""
         check_model_folder(model, self.name, self.pipelines)
         self.condition_entries = self._read_conditions(model)
         self.vae = self._load_vae(model, dtype)
@@ -114,7 +115,7 @@ class Auffusion(Backbone):
     def _check_widths(self, model: str) -> None:
         """Each adapter must fit its text encoder's width and the UNet's cross-attention width."""
         target = self.unet.config.cross_attention_dim
-        for entry, encoder, adapter in zip(self.condition_entries, self.text_encoders, self.adapters):
+        for entry, encoder, adapter in zip(self.condition_entries, self.text_encoders, self.adapters, strict=True):
             into, out = adapter.config["condition_dim"], adapter.config["cross_attention_dim"]
             if into != encoder.config.hidden_size or out != target:
                 raise ModelLoadError(
@@ -124,6 +125,7 @@ class Auffusion(Backbone):
                 )
 
     def networks(self) -> list[torch.nn.Module]:
+        """The VAE, UNet, text encoders, adapters and vocoder."""
         parts = [self.vae, self.unet, *self.text_encoders, *self.adapters, self.vocoder]
         return [m for m in parts if m is not None]
 
@@ -137,7 +139,7 @@ class Auffusion(Backbone):
     def _embed(self, text: str) -> torch.Tensor:
         """One prompt's condition, as Auffusion's pipeline encodes it: ``-> [1, tokens, width]``."""
         parts = []
-        stages = zip(self.condition_entries, self.tokenizers, self.text_encoders, self.adapters)
+        stages = zip(self.condition_entries, self.tokenizers, self.text_encoders, self.adapters, strict=True)
         for entry, tokenizer, encoder, adapter in stages:
             # No padding: the encoder sees the prompt's own tokens; its output is padded with zeros.
             # Truncation only stops prompts longer than the encoder's positions (Auffusion's own

@@ -106,7 +106,7 @@ class ConditionAdapter(nn.Module):
         return self.norm(self.proj(hidden))
 
     @classmethod
-    def from_files(cls, config_file: Path, weights_file: Path) -> "ConditionAdapter":
+    def from_files(cls, config_file: Path, weights_file: Path) -> ConditionAdapter:
         """Build from ``config.json`` and load ``condition_adapter.pt``.
 
         Raises:
@@ -125,7 +125,7 @@ class ConditionAdapter(nn.Module):
         return adapter.eval()
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "ConditionAdapter":
+    def from_pretrained(cls, folder: str | Path) -> ConditionAdapter:
         """Load an adapter folder (``config.json`` + ``condition_adapter.pt``)."""
         return cls.from_files(Path(folder) / ADAPTER_CONFIG, Path(folder) / ADAPTER_WEIGHTS)
 

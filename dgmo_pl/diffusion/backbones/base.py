@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler
@@ -69,6 +70,7 @@ class Backbone(ABC):
 
     @property
     def loaded(self) -> bool:
+        """Whether :meth:`load` has run."""
         return self.unet is not None
 
     # --- loading ---------------------------------------------------------------------------
@@ -86,8 +88,10 @@ class Backbone(ABC):
         """Every loaded network (moved and cast together)."""
 
     def _load_vae(self, model: str, dtype: torch.dtype) -> AutoencoderKL:
-        """The VAE in ``dtype``, unless its config asks for fp32 (``force_upcast``: AudioLDM 2's
-        config says so, and it is diffusers' default); it is then loaded and kept in fp32."""
+        """The VAE in ``dtype``, unless its config asks for fp32.
+
+        ``force_upcast`` (AudioLDM 2's config says so, and it is diffusers' default) keeps it in fp32.
+        """
         vae = load_part(AutoencoderKL, model, "vae", self.name, low_cpu_mem_usage=False)
         return vae if vae.config.force_upcast else vae.to(dtype)
 
@@ -140,5 +144,6 @@ class Backbone(ABC):
         return re.fullmatch(cls.hub_pattern, model.strip().lower()) is not None
 
     def check_loaded(self) -> None:
+        """Raise ``RuntimeError`` unless :meth:`load` has run."""
         if not self.loaded:
             raise RuntimeError(f"the {self.name} backbone is not loaded: call load(model) first")

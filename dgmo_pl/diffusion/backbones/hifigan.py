@@ -53,7 +53,7 @@ class ResBlock1(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, T] -> [B, C, T]``."""
-        for dilated, plain in zip(self.convs1, self.convs2):
+        for dilated, plain in zip(self.convs1, self.convs2, strict=True):
             x = x + plain(F.leaky_relu(dilated(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
         return x
 
@@ -104,11 +104,12 @@ class HifiGan(nn.Module):
         block = ResBlock1 if str(config["resblock"]) == "1" else ResBlock2
         self.num_kernels = len(config["resblock_kernel_sizes"])
         self.conv_pre = nn.Conv1d(int(config["num_mels"]), width, 7, padding=3)
-        self.ups = nn.ModuleList(_upsampler(width // 2**i, u, k) for i, (u, k) in enumerate(zip(rates, kernels)))
+        pairs = enumerate(zip(rates, kernels, strict=True))
+        self.ups = nn.ModuleList(_upsampler(width // 2**i, u, k) for i, (u, k) in pairs)
         self.resblocks = nn.ModuleList(
             block(width // 2 ** (i + 1), k, list(d))
             for i in range(len(rates))
-            for k, d in zip(config["resblock_kernel_sizes"], config["resblock_dilation_sizes"])
+            for k, d in zip(config["resblock_kernel_sizes"], config["resblock_dilation_sizes"], strict=True)
         )
         self.conv_post = nn.Conv1d(width // 2 ** len(rates), 1, 7, padding=3)
 
@@ -138,10 +139,12 @@ class HifiGan(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
+        """The weights' dtype."""
         return self.conv_pre.weight.dtype
 
     @property
     def device(self) -> torch.device:
+        """The weights' device."""
         return self.conv_pre.weight.device
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
@@ -156,12 +159,12 @@ class HifiGan(nn.Module):
     # --- the original checkpoint format ----------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "HifiGan":
+    def from_pretrained(cls, folder: str | Path) -> HifiGan:
         """Load a vocoder folder: ``config.json`` and ``vocoder.pt`` (see :meth:`from_files`)."""
         return cls.from_files(Path(folder) / CONFIG_NAME, Path(folder) / WEIGHTS_NAME)
 
     @classmethod
-    def from_files(cls, config_file: Path, weights_file: Path) -> "HifiGan":
+    def from_files(cls, config_file: Path, weights_file: Path) -> HifiGan:
         """Build from a ``config.json`` and load a ``vocoder.pt`` (``{"generator": state_dict}``, weight-norm or plain).
 
         Raises:

@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: ``python -m dgmo_pl.tiny OUT_DIR [--backbone NAME] [--size SIZE] [--seed N]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="folder to write (created if needed)")
-    parser.add_argument("--backbone", choices=tuple(BUILDERS), default="audioldm", help="model family (default audioldm)")
+    parser.add_argument(
+        "--backbone", choices=tuple(BUILDERS), default="audioldm", help="model family (default audioldm)"
+    )
     parser.add_argument("--size", default="tiny", help="tiny (default), or a full size of the backbone "
                         "(audioldm: full, full-m, full-l; audioldm2: full, full-large; auffusion: full)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")

@@ -162,7 +162,9 @@ _LIBRARIES = {
 
 
 def full_unet_config(base_width: int = 128) -> dict[str, Any]:
-    """``UNet2DConditionModel`` arguments of AudioLDM's UNet: -S (base width 128, about 185 M parameters), -M (192), -L (256).
+    """``UNet2DConditionModel`` arguments of AudioLDM's UNet.
+
+    -S (base width 128, about 185 M parameters), -M (192), -L (256).
 
     Attention runs over the latent only (``cross_attention_dim`` = block width, no text tokens);
     the CLAP text embedding enters through ``class_labels``, projected and concatenated to the

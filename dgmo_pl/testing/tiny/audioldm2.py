@@ -35,7 +35,14 @@ from transformers import (
     T5Tokenizer,
 )
 
-from dgmo_pl.testing.tiny.audioldm import ROBERTA_VOCAB_SIZE, SCHEDULER_CONFIG, full_vae, full_vocoder, tiny_vae, tiny_vocoder
+from dgmo_pl.testing.tiny.audioldm import (
+    ROBERTA_VOCAB_SIZE,
+    SCHEDULER_CONFIG,
+    full_vae,
+    full_vocoder,
+    tiny_vae,
+    tiny_vocoder,
+)
 from dgmo_pl.testing.tiny.common import MAX_TOKENS, parameter_counts, save_components, tiny_tokenizer
 
 __all__ = ["SIZES", "build", "full_components", "full_unet_config", "parameter_counts", "save", "tiny_components",
@@ -113,7 +120,7 @@ def tiny_t5_tokenizer(max_length: int = MAX_TOKENS) -> T5Tokenizer:
     pieces = specials + characters + word_starts
     # Word starts score higher than bare characters, so a word begins with its "▁x" piece.
     scores = [0.0] * len(specials) + [-2.0] * len(characters) + [-1.0] * len(word_starts)
-    return T5Tokenizer(vocab=list(zip(pieces, scores)), extra_ids=0, model_max_length=max_length)
+    return T5Tokenizer(vocab=list(zip(pieces, scores, strict=True)), extra_ids=0, model_max_length=max_length)
 
 
 # --- tiny ------------------------------------------------------------------------------------
