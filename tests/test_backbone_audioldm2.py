@@ -15,9 +15,9 @@ import yaml
 from diffusers import AudioLDM2Pipeline
 from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.pipelines.audioldm2 import AudioLDM2UNet2DConditionModel
+from helpers import fit, scalars, tiny_args
 from safetensors import safe_open
 
-from helpers import fit, scalars, tiny_args
 from dgmo_pl.audio.frontend import SpectrogramConfig, diffusion_log_mel, mel_filterbank
 from dgmo_pl.data import DEMO_MIXTURE, load_mixture
 from dgmo_pl.diffusion.backbones import AudioLDM, AudioLDM2, infer_backbone
@@ -133,21 +133,25 @@ def test_empty_prompt_predicts_the_same_noise_padded_or_not(generator: Reference
     torch.testing.assert_close(generator._eps(z, t, padded), generator._eps(z, t, alone), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.integration
 def test_guided_denoising_equals_the_diffusers_pipeline(generator: ReferenceGenerator,
                                                         pipeline: AudioLDM2Pipeline) -> None:
     """Same prompt, negative, start latents, steps and scale: the generator's denoising is the pipeline's generation."""
     steps, scale = 3, 5.0
     text, empty = generator.conditions(["dog barking"])
-    timesteps = generator.inversion_timesteps(GenerationConfig(num_references=1, ddim_steps=steps, guidance_scale=scale))
+    config = GenerationConfig(num_references=1, ddim_steps=steps, guidance_scale=scale)
+    timesteps = generator.inversion_timesteps(config)
     ours = generator.denoise(_latents(1), timesteps, text, empty, scale)
     theirs = _pipeline_latents(pipeline, ["dog barking"], _latents(1), steps, scale, empty)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.integration
 def test_batched_queries_equal_each_alone(generator: ReferenceGenerator, pipeline: AudioLDM2Pipeline) -> None:
     """Two queries denoised together (T5 tokens padded alike) equal each denoised alone, which is the pipeline's."""
     queries, steps, scale = ["dog barking", "a man speaking loudly"], 2, 3.0
-    timesteps = generator.inversion_timesteps(GenerationConfig(num_references=1, ddim_steps=steps, guidance_scale=scale))
+    config = GenerationConfig(num_references=1, ddim_steps=steps, guidance_scale=scale)
+    timesteps = generator.inversion_timesteps(config)
     latents = _latents(2, seed=1)
     text, empty = generator.conditions(queries)
     together = generator.denoise(latents, timesteps, text, empty, scale)
@@ -174,6 +178,7 @@ def test_networks_are_frozen_and_listed(generator: ReferenceGenerator) -> None:
         assert not module.training and not any(p.requires_grad for p in module.parameters())
 
 
+@pytest.mark.integration
 def test_references_have_the_real_shapes(generator: ReferenceGenerator) -> None:
     """A [1, 1, 1024, 64] log-mel becomes K latents [8, 256, 16] and K references of its shape, vocoded."""
     log_mel = torch.randn(1, 1, 1024, 64, generator=torch.Generator().manual_seed(0)) - 4.0
@@ -264,6 +269,7 @@ def cli_run(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return run, root
 
 
+@pytest.mark.integration
 def test_fit_writes_the_separation_at_the_input_length(cli_run: tuple[Path, Path]) -> None:
     """The separated file exists, finite, with the input's rate, channels and length."""
     run, _ = cli_run
@@ -274,6 +280,7 @@ def test_fit_writes_the_separation_at_the_input_length(cli_run: tuple[Path, Path
     assert np.isfinite(audio).all() and np.abs(audio).max() > 0
 
 
+@pytest.mark.integration
 def test_fit_logs_the_loss_and_vocodes_the_references(cli_run: tuple[Path, Path]) -> None:
     """loss/train at every step of every round; the last round's K references written as 16 kHz audio."""
     run, _ = cli_run
@@ -285,6 +292,7 @@ def test_fit_logs_the_loss_and_vocodes_the_references(cli_run: tuple[Path, Path]
     assert all(sf.info(str(p)).samplerate == 16000 for p in refs)
 
 
+@pytest.mark.integration
 def test_fit_config_and_cache_name_the_backbone(cli_run: tuple[Path, Path]) -> None:
     """The resolved config names AudioLDM2; every reference cache entry's key names it too."""
     run, root = cli_run
@@ -310,6 +318,7 @@ def test_backbone_is_inferred_from_folder_and_hub_id(tiny_folder: Path) -> None:
         assert type(infer_backbone(hub_id)) is AudioLDM, hub_id
 
 
+@pytest.mark.integration
 def test_folder_without_vocoder_still_generates(tiny_folder: Path, tmp_path: Path) -> None:
     """Without a vocoder the references are generated and vocode() returns None."""
     folder = tmp_path / "no-vocoder"
@@ -361,6 +370,7 @@ def test_full_sizes_have_the_published_parameter_counts(size: str, unet: float, 
     assert parts["vae"].config.latent_channels == 8 and parts["vocoder"].config.model_in_dim == 64
 
 
+@pytest.mark.integration  # over a second: builds the full UNet's graph on the meta device
 def test_full_unet_maps_a_latent_with_both_text_streams() -> None:
     """The full UNet takes [1, 8, 256, 16] with 8 GPT-2 vectors (768) and T5 tokens (1024) to the same shape."""
     with torch.device("meta"):

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 from diffusers import StableDiffusionPipeline
+from helpers import REPO, fit, images, scalars, tiny_args
 from torch import nn
 from transformers import AutoTokenizer, CLIPTextModel
 
-from helpers import REPO, fit, images, scalars, tiny_args
 from dgmo_pl.audio import frontend
 from dgmo_pl.audio.io import read_audio
 from dgmo_pl.cli import main
@@ -114,6 +114,7 @@ def test_conditions_are_joined_along_the_tokens(folder: Path, tmp_path: Path) ->
     torch.testing.assert_close(text["encoder_hidden_states"], expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.integration
 def test_guided_denoising_equals_the_diffusers_pipeline(backbone: Auffusion, generator: ReferenceGenerator) -> None:
     """Auffusion's sampling loop is Stable Diffusion's: our guided DDIM equals diffusers' pipeline on equal inputs."""
     text, empty = backbone.encode_prompts(["dog barking", "church bell"])
@@ -135,6 +136,7 @@ def test_guided_denoising_equals_the_diffusers_pipeline(backbone: Auffusion, gen
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
 
+@pytest.mark.integration
 def test_references_have_the_image_layout(generator: ReferenceGenerator) -> None:
     """K references of [1, 256, 1024] in [0, 1]; the networks are frozen."""
     log_mel = torch.rand(1, 1, 256, 1024, generator=torch.Generator().manual_seed(0))
@@ -341,6 +343,7 @@ def test_mismatched_adapter_is_refused(folder: Path, tmp_path: Path) -> None:
 # --- command line -----------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_config_has_the_papers_method_settings(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "--config", str(REPO / "configs/auffusion.yaml"), "--print_config"])
@@ -363,6 +366,7 @@ def auffusion_run(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return run / "dog-barking"
 
 
+@pytest.mark.integration
 def test_fit_separates_with_the_input_length(auffusion_run: Path) -> None:
     info, written = sf.info(DEMO_MIXTURE), sf.info(str(auffusion_run / "dog-barking.wav"))
     assert (written.frames, written.samplerate, written.channels) == (info.frames, info.samplerate, info.channels)
@@ -370,6 +374,7 @@ def test_fit_separates_with_the_input_length(auffusion_run: Path) -> None:
     assert np.isfinite(audio).all() and np.abs(audio).max() > 0
 
 
+@pytest.mark.integration
 def test_fit_logs_every_step_and_round(auffusion_run: Path) -> None:
     loss = scalars(auffusion_run, "loss/train")
     assert [step for step, _ in loss] == list(range(2 * STEPS))
@@ -377,18 +382,21 @@ def test_fit_logs_every_step_and_round(auffusion_run: Path) -> None:
     assert images(auffusion_run, "round/mask") == [0, 1]
 
 
+@pytest.mark.integration
 def test_fit_mask_covers_the_2048_point_stft(auffusion_run: Path) -> None:
     (ckpt,) = (auffusion_run / "checkpoints").glob("*.ckpt")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert state["state_dict"]["mask_logits"].shape == (1, 1, 1025, 1024)
 
 
+@pytest.mark.integration
 def test_fit_writes_vocoded_references(auffusion_run: Path) -> None:
     refs = sorted((auffusion_run / "references").glob("*.wav"))
     assert [p.name for p in refs] == [f"dog-barking_{k}.wav" for k in range(4)]
     assert all((sf.info(str(p)).samplerate, sf.info(str(p)).frames) == (16000, 163_840) for p in refs)
 
 
+@pytest.mark.integration
 def test_fit_without_vocoder_writes_no_references(folder: Path, tmp_path: Path) -> None:
     model = _copy(folder, tmp_path, without=("vocoder",))
     run = fit(tmp_path / "logs", *tiny_args(model, ddim_steps=STEPS, steps_per_round=2), "--trainer.max_epochs", "1",

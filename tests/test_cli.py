@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-
 from helpers import REPO, fit, images, run_dirs, scalars, tiny_args
+
 from dgmo_pl.cli import main
 
 ROUNDS, STEPS = 3, 7
@@ -24,6 +24,7 @@ def tiny_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return run / "dog-barking"
 
 
+@pytest.mark.integration
 def test_fit_writes_a_16khz_10s_finite_separation(tiny_run: Path) -> None:
     """The separated file is 16-bit, 16 kHz, mono, 10.24 s, finite and not silent."""
     out = tiny_run / "dog-barking.wav"
@@ -33,6 +34,7 @@ def test_fit_writes_a_16khz_10s_finite_separation(tiny_run: Path) -> None:
     assert torch.isfinite(audio).all() and audio.abs().amax() > 0
 
 
+@pytest.mark.integration
 def test_references_are_vocoded(tiny_run: Path) -> None:
     """The last round's K=4 references are written as audio when the model has a vocoder."""
     refs = sorted((tiny_run / "references").glob("*.wav"))
@@ -41,6 +43,7 @@ def test_references_are_vocoded(tiny_run: Path) -> None:
     assert all(abs(sf.read(str(p))[0]).max() > 0.01 for p in refs), "vocoded references are silent"
 
 
+@pytest.mark.integration
 def test_tensorboard_has_one_loss_point_per_step_for_all_rounds(tiny_run: Path) -> None:
     """loss/train is logged at every step of every round, the mask statistics at the set interval."""
     loss = scalars(tiny_run, "loss/train")
@@ -53,6 +56,7 @@ def test_tensorboard_has_one_loss_point_per_step_for_all_rounds(tiny_run: Path) 
     assert all(0.0 <= v <= 1.0 for v in above)
 
 
+@pytest.mark.integration
 def test_round_end_views_are_logged(tiny_run: Path) -> None:
     """Mask change and the mask/log-mel images are logged once per round."""
     assert len(scalars(tiny_run, "mask/change_since_last_round")) == ROUNDS
@@ -60,6 +64,7 @@ def test_round_end_views_are_logged(tiny_run: Path) -> None:
         assert images(tiny_run, tag) == list(range(ROUNDS)), tag
 
 
+@pytest.mark.integration
 def test_checkpoint_holds_the_mask_only(tiny_run: Path) -> None:
     """The checkpoint's weights and optimiser state are the mask's, nothing of the diffusion model."""
     (ckpt,) = (tiny_run / "checkpoints").glob("*.ckpt")
@@ -72,6 +77,7 @@ def test_checkpoint_holds_the_mask_only(tiny_run: Path) -> None:
     assert ckpt.stat().st_size < 7_000_000
 
 
+@pytest.mark.integration
 def test_resolved_config_is_saved(tiny_run: Path) -> None:
     """The run folder holds the resolved configuration with the paper's settings."""
     config = yaml.safe_load((tiny_run / "config.yaml").read_text())
@@ -80,6 +86,7 @@ def test_resolved_config_is_saved(tiny_run: Path) -> None:
     assert config["model"]["lr"] == 0.01
 
 
+@pytest.mark.integration
 def test_each_run_gets_a_new_folder_and_keeps_the_old(tiny_model: Path, tmp_path: Path) -> None:
     """A second run writes a new run folder and leaves the first one's files untouched."""
     first = fit(tmp_path, *tiny_args(tiny_model, steps_per_round=2), "--trainer.max_epochs", "1")
@@ -89,6 +96,7 @@ def test_each_run_gets_a_new_folder_and_keeps_the_old(tiny_model: Path, tmp_path
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in digest} == digest
 
 
+@pytest.mark.integration
 def test_run_prints_every_file_it_wrote(tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """The run ends by printing the path of each file in its folder."""
     run = fit(tmp_path, *tiny_args(tiny_model, steps_per_round=2), "--trainer.max_epochs", "1")
@@ -98,6 +106,7 @@ def test_run_prints_every_file_it_wrote(tiny_model: Path, tmp_path: Path, capsys
     assert all(f"wrote {p}" in out for p in files)
 
 
+@pytest.mark.integration
 def test_print_config_shows_paper_defaults_and_overrides(capsys: pytest.CaptureFixture) -> None:
     """--print_config resolves the paper's defaults and command-line overrides."""
     with pytest.raises(SystemExit) as exit_:
@@ -114,6 +123,7 @@ def test_print_config_shows_paper_defaults_and_overrides(capsys: pytest.CaptureF
     assert data["mixture"].endswith("demo_speech_and_dogs.wav") and Path(data["mixture"]).is_file()
 
 
+@pytest.mark.integration
 def test_output_is_the_mixture_under_the_final_thresholded_mask(tiny_model: Path, tmp_path: Path) -> None:
     """The file is iSTFT(mixture magnitude x thresholded final mask, mixture phase), de-normalised."""
     from dgmo_pl.audio.frontend import SpectrogramConfig, resynthesise

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers import fit, tiny_args
+
+pytestmark = pytest.mark.integration  # whole fits
 
 
 def _run(model: Path, root: Path, seed: int) -> Path:

@@ -11,7 +11,6 @@ import soundfile as sf
 
 from dgmo_pl.audio.io import read_audio
 from dgmo_pl.errors import InputError
-from dgmo_pl.testing.example_set import choose_pairs, make_eval_set, read_labels
 from dgmo_pl.evaluation.manifest import (
     AUDIOSEP_BENCHMARKS,
     Row,
@@ -20,6 +19,7 @@ from dgmo_pl.evaluation.manifest import (
     read_audiosep,
     read_manifest,
 )
+from dgmo_pl.testing.example_set import choose_pairs, make_eval_set, read_labels
 
 
 def _wav(path: Path) -> Path:

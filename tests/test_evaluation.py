@@ -12,13 +12,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import QUIET, REPO, fit
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dgmo_pl.cli import DGMOCLI, main
-from dgmo_pl.testing.example_set import make_eval_set
 from dgmo_pl.evaluation.metrics import sdr
 from dgmo_pl.evaluation.runner import aligned
-from helpers import QUIET, REPO, fit
+from dgmo_pl.testing.example_set import make_eval_set
 
 FAST = ["--model.lr", "0.1", "--data.steps_per_round", "60", "--trainer.max_epochs", "1",
         "--audio.write_references", "false"]
@@ -52,6 +52,7 @@ def evaluated(example_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return root / "evaluation" / "manifest"
 
 
+@pytest.mark.integration
 def test_every_row_is_scored_and_summarised(evaluated: Path) -> None:
     """results.csv has each row with SDR, SDRi, SI-SDR, SI-SDRi; the summary has means, medians, counts."""
     rows = results(evaluated)
@@ -70,6 +71,7 @@ def test_every_row_is_scored_and_summarised(evaluated: Path) -> None:
     assert [e.step for e in events.Scalars("rows/sdri")] == [0, 1, 2]
 
 
+@pytest.mark.integration
 def test_evaluation_matches_single_runs(example_set: Path, evaluated: Path, tmp_path: Path) -> None:
     """The evaluation's mean SDRi equals that of `main.py fit` on each row, scored from its file, to 0.1 dB."""
     folder = example_set.parent
@@ -88,6 +90,7 @@ def test_evaluation_matches_single_runs(example_set: Path, evaluated: Path, tmp_
     assert evaluated_mean == pytest.approx(sum(single) / len(single), abs=0.1)
 
 
+@pytest.mark.integration
 def test_an_interrupted_evaluation_finishes_the_remaining_rows(example_set: Path, evaluated: Path,
                                                                  tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,6 +116,7 @@ def test_an_interrupted_evaluation_finishes_the_remaining_rows(example_set: Path
     assert (output / "summary.csv").read_text() == (evaluated / "summary.csv").read_text()
 
 
+@pytest.mark.integration
 def test_a_broken_row_is_a_counted_failure_and_the_others_complete(example_set: Path, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture) -> None:
     """A row whose mixture is not audio is recorded with its error; the others are scored; exit status 1."""
@@ -136,6 +140,7 @@ def test_a_broken_row_is_a_counted_failure_and_the_others_complete(example_set: 
     assert "1 of 3 rows failed (broken)" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_clap_score_is_reported_with_a_clap_model(example_set: Path, tmp_path: Path) -> None:
     """With a (tiny, offline) CLAP model, each row gets a CLAPScore in [-1, 1]; without one, a note."""
     from dgmo_pl.testing.tiny_clap import save_tiny_clap
@@ -153,6 +158,7 @@ def test_clap_score_is_reported_with_a_clap_model(example_set: Path, tmp_path: P
     shutil.rmtree(tmp_path / "evaluation")
 
 
+@pytest.mark.integration
 def test_two_processes_share_the_rows_and_agree_with_one(example_set: Path, evaluated: Path,
                                                          tmp_path: Path) -> None:
     """`--trainer.devices 2` on CPU (gloo): each row once, rows alternating between the two processes,
@@ -180,6 +186,7 @@ def test_two_processes_share_the_rows_and_agree_with_one(example_set: Path, eval
     assert (output / "summary.md").read_text() == (evaluated / "summary.md").read_text()
 
 
+@pytest.mark.integration
 def test_a_missing_manifest_or_missing_sources_are_refused(example_set: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture) -> None:
     """Exit status 2 with the file named; true-source references need a source on every row."""
@@ -198,6 +205,7 @@ def test_a_missing_manifest_or_missing_sources_are_refused(example_set: Path, tm
     assert not (tmp_path / "evaluation").exists()
 
 
+@pytest.mark.integration
 def test_a_killed_evaluation_process_is_finished_by_a_rerun(example_set: Path, evaluated: Path,
                                                              tmp_path: Path) -> None:
     """SIGKILL once the first row is done; the re-run keeps that row, does the others, same summary."""
@@ -244,6 +252,7 @@ def test_scoring_conventions_compare_signals_where_they_say(scoring: str, shape:
     assert estimate.shape == other.shape == shape
 
 
+@pytest.mark.integration
 def test_diffusion_references_are_generated_with_one_model_load(example_set: Path, tiny_model: Path,
                                                                 tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:

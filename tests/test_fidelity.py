@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import DDIMScheduler
-
 from helpers import REPO
+
 from dgmo_pl.diffusion.references import GenerationConfig, ReferenceGenerator
 
 #: The scheduler configuration of cvssp/audioldm2 as published (tests/real_configs/SOURCES.md).
@@ -55,6 +55,7 @@ def record_network_calls(generator: ReferenceGenerator, monkeypatch: pytest.Monk
     return calls
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("offset", "option", "noise_level", "inverted", "denoised"),
     [
@@ -93,7 +94,7 @@ def test_the_real_schedulers_alphas_are_its_scaled_linear_betas(generator: Refer
 
 
 def test_one_inversion_step_is_the_formula(generator: ReferenceGenerator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """z <- (z - sqrt(1 - a_prev) eps) sqrt(a_t) / sqrt(a_prev) + sqrt(1 - a_t) eps, from level t - 10 to t."""
+    """Z <- (z - sqrt(1 - a_prev) eps) sqrt(a_t) / sqrt(a_prev) + sqrt(1 - a_t) eps, from level t - 10 to t."""
     torch.manual_seed(0)
     latents, eps = torch.randn(2, *LATENT), torch.randn(2, *LATENT)
     monkeypatch.setattr(generator, "_eps", lambda z, t, c: eps)
@@ -110,7 +111,7 @@ def test_one_inversion_step_is_the_formula(generator: ReferenceGenerator, monkey
 def test_one_guided_denoising_step_is_the_formula(
     generator: ReferenceGenerator, monkeypatch: pytest.MonkeyPatch, t: int, t_prev: int | None
 ) -> None:
-    """eps = u + 5 (c - u); z <- sqrt(a_prev) (z - sqrt(1 - a_t) eps) / sqrt(a_t) + sqrt(1 - a_prev) eps.
+    """Eps = u + 5 (c - u); z <- sqrt(a_prev) (z - sqrt(1 - a_t) eps) / sqrt(a_t) + sqrt(1 - a_prev) eps.
 
     At t = 0 the level below is alphas_cumprod[0] (the real config's ``set_alpha_to_one: false``),
     not 1: the last step leaves a little noise, as the authors' code does.
@@ -142,7 +143,8 @@ def authors_references(generator: ReferenceGenerator, latents: torch.Tensor, que
     z = latents.clone()
     # Inversion: both guidance branches with the empty prompt, up the model's own schedule.
     for t in [i * stride + offset for i in range(steps)][1:]:
-        uncond, same = generator._eps(torch.cat([z, z]), torch.tensor(t), {"class_labels": torch.cat([silent, silent])}).chunk(2)
+        labels = {"class_labels": torch.cat([silent, silent])}
+        uncond, same = generator._eps(torch.cat([z, z]), torch.tensor(t), labels).chunk(2)
         eps = uncond + scale * (same - uncond)
         a_cur, a_next = alphas[max(0, t - stride)], alphas[t]
         z = (z - (1 - a_cur).sqrt() * eps) * (a_next.sqrt() / a_cur.sqrt()) + (1 - a_next).sqrt() * eps
@@ -158,6 +160,7 @@ def authors_references(generator: ReferenceGenerator, latents: torch.Tensor, que
     return generator.decode_mel(z)
 
 
+@pytest.mark.integration
 def test_references_equal_the_authors_loop_under_the_real_scheduler(generator: ReferenceGenerator) -> None:
     """Same VAE samples, same network: the references agree with the authors' loop to float rounding,
     and differ measurably with the scheduler's own offset (the named option). 5 DDIM steps, so that
@@ -176,6 +179,7 @@ def test_references_equal_the_authors_loop_under_the_real_scheduler(generator: R
     assert 10 * torch.log10(theirs.pow(2).sum() / (shifted - theirs).pow(2).sum()) < agreement_db - 10
 
 
+@pytest.mark.integration
 def test_a_16_bit_mode_keeps_a_force_upcast_vae_in_fp32_and_casts_one_without(tiny_model: Path) -> None:
     """``force_upcast`` in the VAE's config (AudioLDM 2's real config) keeps it fp32 under bf16-true;
     without it the VAE is cast with the other networks."""

@@ -202,7 +202,7 @@ def test_to_model_layout_pads_short_input_with_silence():
 
 
 def test_normalise_gives_zero_mean_and_peak_half():
-    """normalise removes the mean and scales the peak absolute value to 0.5."""
+    """Normalise removes the mean and scales the peak absolute value to 0.5."""
     x = torch.randn(10_000, generator=torch.Generator().manual_seed(0)) * 0.1 + 0.3
     y, stats = frontend.normalise(x)
     assert abs(float(y.mean())) < 1e-6
@@ -289,7 +289,7 @@ def test_to_mono_averages_channels():
 
 
 def test_magnitude_and_phase_reconstruct_spectrum(speech):
-    """magnitude == |X|, |phase| < 1 (<= 1 in float32), and magnitude * phase ~= X where |X| is large."""
+    """Magnitude == |X|, |phase| < 1 (<= 1 in float32), and magnitude * phase ~= X where |X| is large."""
     x, _ = frontend.normalise(speech, SPEC.peak)
     spectrum = frontend.stft(x, SPEC)
     magnitude, phase = frontend.magnitude_and_phase(spectrum)

@@ -13,7 +13,13 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 
-from dgmo_pl.testing.tiny import FULL_ATTENTION_HEADS, full_components, full_unet_config, parameter_counts, save_audioldm
+from dgmo_pl.testing.tiny import (
+    FULL_ATTENTION_HEADS,
+    full_components,
+    full_unet_config,
+    parameter_counts,
+    save_audioldm,
+)
 
 #: AudioLDM-S's UNet as ALGORITHM.md section 5 gives it.
 UNET_PARAMETERS = 185e6

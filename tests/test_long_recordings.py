@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers import fit
 
 from dgmo_pl.audio.io import write_audio
 from dgmo_pl.testing.mixing import mix_panned
-from helpers import fit
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # whole fits of 60 s recordings
 
 RATE = 44_100
 QUERIES = ["dog barking", "man speaking"]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import scalars
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -13,7 +14,6 @@ from callbacks import MaskMonitor
 from dgmo_pl.data import SeparationDataModule
 from dgmo_pl.model import MaskSeparator
 from dgmo_pl.rounds import RoundDataset
-from helpers import scalars
 
 ROUNDS, STEPS = 2, 23  # 23 steps a round: no grouping below divides it, so last batches take a remainder
 
@@ -54,6 +54,7 @@ def plain(speech_dog_pair: dict[str, Path]) -> dict[str, object]:
     return {"logits": module.mask_logits.detach().clone(), "losses": losses, "means": means}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("steps_per_batch", [1, 10])
 def test_grouped_steps_make_the_plain_loops_adam_updates(speech_dog_pair: dict[str, Path], tmp_path: Path,
                                                          plain: dict[str, object], steps_per_batch: int) -> None:
@@ -65,6 +66,7 @@ def test_grouped_steps_make_the_plain_loops_adam_updates(speech_dog_pair: dict[s
     assert torch.equal(module.mask_logits.detach(), plain["logits"])
 
 
+@pytest.mark.integration
 def test_every_step_loss_and_exact_mask_statistics_are_logged(speech_dog_pair: dict[str, Path], tmp_path: Path,
                                                               plain: dict[str, object]) -> None:
     """4 steps a batch: loss/train at steps 0..45 and mask/mean after steps 0, 5, ... of each round.
@@ -84,6 +86,7 @@ def test_every_step_loss_and_exact_mask_statistics_are_logged(speech_dog_pair: d
     assert [value for _, value in means] == [plain["means"][s] for s in expected]
 
 
+@pytest.mark.integration
 def test_loss_follows_log_every_n_steps(speech_dog_pair: dict[str, Path], tmp_path: Path) -> None:
     """With log_every_n_steps 5, loss/train has a point after every 5th step, as Lightning's own logging."""
     logger = TensorBoardLogger(tmp_path, name="run")
@@ -91,6 +94,7 @@ def test_loss_follows_log_every_n_steps(speech_dog_pair: dict[str, Path], tmp_pa
     assert [step for step, _ in scalars(Path(logger.log_dir), "loss/train")] == [4, 9, 14, 19]
 
 
+@pytest.mark.integration
 def test_resume_from_a_round_checkpoint_continues_the_same_updates(speech_dog_pair: dict[str, Path],
                                                                    tmp_path: Path,
                                                                    plain: dict[str, object]) -> None:

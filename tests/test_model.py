@@ -58,7 +58,9 @@ class _StepLosses(Callback):
         self.losses.extend(outputs["losses"].tolist())
 
 
-def _fit_losses(precision: str, pair: dict[str, Path], root: Path, steps: int = 100) -> tuple[list[float], MaskSeparator]:
+def _fit_losses(
+    precision: str, pair: dict[str, Path], root: Path, steps: int = 100
+) -> tuple[list[float], MaskSeparator]:
     data = SeparationDataModule(mixture=str(pair["mixture"]), references=[str(pair["dog"])], steps_per_round=steps)
     module = MaskSeparator()
     collected = _StepLosses()
@@ -70,6 +72,7 @@ def _fit_losses(precision: str, pair: dict[str, Path], root: Path, steps: int = 
     return collected.losses, module
 
 
+@pytest.mark.integration
 def test_bf16_mixed_precision_keeps_an_fp32_mask_and_tracks_fp32(speech_dog_pair: dict[str, Path],
                                                                 tmp_path: Path) -> None:
     """Under Lightning's bf16-mixed (manual optimisation, grouped steps) the mask stays fp32 and the

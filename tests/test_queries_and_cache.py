@@ -8,10 +8,15 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
+from helpers import QUIET, REPO, fit, scalars, tiny_args
 
-from helpers import REPO, QUIET, fit, scalars, tiny_args
 from dgmo_pl.cli import main
 from dgmo_pl.diffusion import references
+
+#: Whole fits through the command line, showing the wiring end to end. What each changed setting
+#: (seed, query, round, model, ...) finds or misses, and damaged entries, are tested one level
+#: down on the provider with a counting fake generator: tests/test_provider.py (fast tier).
+pytestmark = pytest.mark.integration
 
 DDIM, K, STEPS = 4, 4, 3
 QUERIES = '["dog barking", "cat meowing"]'
@@ -113,40 +118,6 @@ def test_another_learning_rate_reuses_round_one(two_query_run: dict, tiny_model:
     _copy_cache(two_query_run, tmp_path)
     fit(tmp_path, *_args(tiny_model, "--data.queries", QUERIES, "--model.lr", "0.3"))
     assert counter.evaluations == 2 * 2 * (INVERSION + DENOISING)
-
-
-def test_another_seed_regenerates_everything(two_query_run: dict, tiny_model: Path, tmp_path: Path,
-                                            counter: UNetCounter) -> None:
-    """Another seed draws other VAE samples: nothing stored applies."""
-    _copy_cache(two_query_run, tmp_path)
-    fit(tmp_path, *_args(tiny_model, "--data.query", "dog barking", "--seed_everything", "1"))
-    assert counter.evaluations == 3 * (INVERSION + DENOISING)
-
-
-def test_another_query_reuses_only_the_inversion(two_query_run: dict, tiny_model: Path, tmp_path: Path,
-                                                counter: UNetCounter) -> None:
-    """A new query needs its own denoising; round 1's inversion depends on the mixture only."""
-    _copy_cache(two_query_run, tmp_path)
-    fit(tmp_path, *_args(tiny_model, "--data.query", "church bell"))
-    assert counter.evaluations == DENOISING + 2 * (INVERSION + DENOISING)
-
-
-def test_damaged_entries_are_regenerated_not_used(two_query_run: dict, tiny_model: Path, tmp_path: Path,
-                                                 counter: UNetCounter) -> None:
-    """Every stored entry damaged: each is reported, computed again, and the output is unchanged."""
-    _copy_cache(two_query_run, tmp_path)
-    entries = sorted((tmp_path / "references").glob("*.safetensors"))
-    for path in entries:
-        data = bytearray(path.read_bytes())
-        data[-1] ^= 0xFF
-        path.write_bytes(bytes(data))
-    with pytest.warns(UserWarning, match="ignoring cache entry") as caught:
-        again = fit(tmp_path, *_args(tiny_model, "--data.queries", QUERIES))
-    assert len([w for w in caught if "ignoring cache entry" in str(w.message)]) == len(entries)
-    assert counter.evaluations == two_query_run["evaluations"]
-    for name in ("dog-barking", "cat-meowing"):
-        first = (two_query_run["run"] / name / f"{name}.wav").read_bytes()
-        assert (again / name / f"{name}.wav").read_bytes() == first
 
 
 def test_references_subcommand_stores_round_one_for_a_later_fit(tiny_model: Path, tmp_path: Path,

@@ -1,4 +1,6 @@
-"""The full-size builders of ``dgmo_pl.testing.tiny`` against the real checkpoints' configs, and the real parts end to end.
+"""The full-size builders of ``dgmo_pl.testing.tiny`` against the real checkpoints' configs.
+
+Also the real parts (scheduler, VAE, vocoder) end to end.
 
 The configs are the hub's (``tests/real_configs/``, copied from ``../shared/model-configs``; its
 SOURCES.md says where each comes from). Most are verbatim; ``cvssp/audioldm``'s UNet config is
@@ -26,13 +28,13 @@ import torch
 import transformers
 from diffusers import AutoencoderKL, DDIMScheduler
 from diffusers.pipelines import audioldm2 as diffusers_audioldm2
+from helpers import fit, tiny_args
+from real_config_models import real_config, save_with_real_parts
 from transformers import PretrainedConfig, PreTrainedModel
 
 from dgmo_pl.data import DEMO_MIXTURE
 from dgmo_pl.diffusion.references import ReferenceGenerator
 from dgmo_pl.testing.tiny import builder
-from helpers import fit, tiny_args
-from real_config_models import real_config, save_with_real_parts
 
 #: The VAE latent scales of the real configs (learnt per checkpoint, so not interchangeable).
 SCALING_FACTORS = {"audioldm": 0.9227914214134216, "audioldm2": 0.4110932946205139}
@@ -255,6 +257,7 @@ def real_parts_generator(real_parts_model: tuple[str, Path]) -> tuple[str, Refer
     return backbone, ReferenceGenerator.from_pretrained(str(folder))
 
 
+@pytest.mark.integration
 def test_loaded_scheduler_has_the_real_settings(real_parts_generator: tuple[str, ReferenceGenerator]) -> None:
     """The DDIM scheduler loaded from the real config offsets its steps by 1, clips nothing, and leaves alpha_0 < 1."""
     _, generator = real_parts_generator
@@ -263,6 +266,7 @@ def test_loaded_scheduler_has_the_real_settings(real_parts_generator: tuple[str,
     assert (config.num_train_timesteps, config.beta_start, config.beta_end) == (1000, 0.0015, 0.0195)
 
 
+@pytest.mark.integration
 def test_loaded_vae_and_vocoder_are_the_real_ones(real_parts_generator: tuple[str, ReferenceGenerator]) -> None:
     """The loaded VAE has the real scale, architecture and size (and upcasts in half precision); the vocoder too."""
     backbone, generator = real_parts_generator
@@ -274,6 +278,7 @@ def test_loaded_vae_and_vocoder_are_the_real_ones(real_parts_generator: tuple[st
     assert (vocoder.config.upsample_initial_channel, parameters(vocoder)) == (1024, 55_264_897)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_fit_with_the_real_parts_writes_the_separation(real_parts_model: tuple[str, Path], tmp_path: Path) -> None:
     """``main.py fit`` on the folder: the separation at the input's length, a reference through the real vocoder."""

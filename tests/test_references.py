@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import fit, tiny_args
+
 from dgmo_pl.audio.frontend import SpectrogramConfig, diffusion_log_mel, mel_filterbank
 from dgmo_pl.data import DEMO_MIXTURE, load_mixture
 from dgmo_pl.diffusion.references import GenerationConfig, ReferenceGenerator
@@ -33,11 +33,13 @@ def _count_unet_batches(generator: ReferenceGenerator) -> tuple[list[int], torch
 
 def test_networks_are_frozen(generator: ReferenceGenerator) -> None:
     """No network trains or has a trainable parameter."""
-    for module in (generator.backbone.unet, generator.backbone.vae, generator.backbone.text_encoder, generator.backbone.vocoder):
+    backbone = generator.backbone
+    for module in (backbone.unet, backbone.vae, backbone.text_encoder, backbone.vocoder):
         assert not module.training
         assert not any(p.requires_grad for p in module.parameters())
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("steps", "noise_level", "inverted", "denoised"), [(10, 1.0, 9, 10), (10, 0.5, 4, 5)])
 def test_unet_calls_and_batches(generator: ReferenceGenerator, log_mel: torch.Tensor, steps: int,
                                 noise_level: float, inverted: int, denoised: int) -> None:
@@ -52,6 +54,7 @@ def test_unet_calls_and_batches(generator: ReferenceGenerator, log_mel: torch.Te
     assert batches == [4] * inverted + [8] * denoised
 
 
+@pytest.mark.integration
 def test_seeded_references_repeat_and_differ_between_seeds(generator: ReferenceGenerator,
                                                            log_mel: torch.Tensor) -> None:
     """Same seed, same references; another seed, others; the K references differ from each other."""
@@ -64,6 +67,7 @@ def test_seeded_references_repeat_and_differ_between_seeds(generator: ReferenceG
     assert not torch.allclose(a[0], a[1])
 
 
+@pytest.mark.integration
 def test_query_conditions_the_references(generator: ReferenceGenerator, log_mel: torch.Tensor) -> None:
     """Another query gives other references from the same latents."""
     config = GenerationConfig(2, 4)
@@ -107,6 +111,7 @@ def test_guidance_combines_branches(generator: ReferenceGenerator, monkeypatch: 
     assert len(seen) == 2 and torch.allclose(seen[0], torch.full_like(cond_eps, 1.0 + 5.0 * (2.0 - 1.0)))
 
 
+@pytest.mark.integration
 def test_each_round_regenerates_from_the_thresholded_estimate(tiny_model: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Round 1 starts from the mixture; each later round from the mixture under the previous round's mask."""
@@ -146,6 +151,7 @@ def test_vocoder_output_length(generator: ReferenceGenerator) -> None:
     assert audio.shape[0] == 2 and abs(audio.shape[1] - 1024 * 160) <= 160
 
 
+@pytest.mark.integration
 def test_progress_bars_only_when_asked_or_on_a_terminal(generator: ReferenceGenerator, log_mel: torch.Tensor,
                                                         capsys: pytest.CaptureFixture) -> None:
     """Per-step bars for inversion and denoising; quiet when stderr is not a terminal."""
@@ -162,6 +168,7 @@ def test_progress_bars_only_when_asked_or_on_a_terminal(generator: ReferenceGene
     assert "DDIM inversion" in err and "guided DDIM denoising" in err
 
 
+@pytest.mark.integration
 def test_network_sees_each_timestep_in_order(generator: ReferenceGenerator, log_mel: torch.Tensor,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Inversion predicts noise at t_2 .. t_n of the model's schedule going up; denoising goes down
@@ -208,6 +215,7 @@ def test_one_branch_inversion_equals_the_reference_codes_two(generator: Referenc
     assert not torch.allclose(ours, latents, atol=1e-2)
 
 
+@pytest.mark.integration
 def test_queries_generated_together_equal_each_alone(generator: ReferenceGenerator, log_mel: torch.Tensor) -> None:
     """One shared inversion and one batched denoising give each query's references as if alone."""
     config = GenerationConfig(2, 5)
@@ -219,6 +227,7 @@ def test_queries_generated_together_equal_each_alone(generator: ReferenceGenerat
         assert torch.allclose(together[index], alone, rtol=1e-4, atol=1e-4), query
 
 
+@pytest.mark.integration
 def test_several_queries_batch_their_denoising(generator: ReferenceGenerator, log_mel: torch.Tensor) -> None:
     """Three queries: one inversion at batch K, then denoising calls of 3 x 2K samples."""
     batches, handle = _count_unet_batches(generator)
@@ -229,6 +238,7 @@ def test_several_queries_batch_their_denoising(generator: ReferenceGenerator, lo
     assert batches == [2] * 3 + [12] * 4
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("bound", [1, 3, 5])
 def test_bounded_batches_give_the_same_references(tiny_model: Path, log_mel: torch.Tensor, bound: int) -> None:
     """max_batch cuts every network call to at most that many samples; the references do not change."""
@@ -246,6 +256,7 @@ def test_bounded_batches_give_the_same_references(tiny_model: Path, log_mel: tor
     assert torch.allclose(ours, expected, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.integration
 def test_eager_attention_matches_sdpa(tiny_model: Path, log_mel: torch.Tensor) -> None:
     """The attention kernel is a speed choice: both give the same references to float tolerance."""
     config = GenerationConfig(2, 4)
@@ -258,6 +269,7 @@ def test_eager_attention_matches_sdpa(tiny_model: Path, log_mel: torch.Tensor) -
     assert (eager_refs - sdpa).norm() / sdpa.norm() < 1e-4
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("precision", "weights", "network"), [
     ("bf16-true", torch.bfloat16, torch.bfloat16), ("16-true", torch.float16, torch.float16),
     ("bf16-mixed", torch.float32, torch.bfloat16),
@@ -286,6 +298,8 @@ def test_precision_modes_keep_the_sampler_in_fp32(tiny_model: Path, log_mel: tor
     assert refs.dtype == torch.float32 and torch.isfinite(refs).all()
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_compiled_unet_gives_the_same_references(tiny_model: Path, log_mel: torch.Tensor) -> None:
     """torch.compile is a speed choice: the references match the eager module's to float tolerance."""
     config = GenerationConfig(1, 2)

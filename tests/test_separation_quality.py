@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 from helpers import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # 3 rounds x 300 steps on six real pairs
 
 
 def _benchmark():

@@ -111,7 +111,7 @@ def test_uniform_rejects_bad_values(length, window, overlap, named):
 
 
 def test_uniform_accepts_half_window_overlap():
-    """overlap == window // 2 is the largest allowed (two windows deep at most)."""
+    """Overlap == window // 2 is the largest allowed (two windows deep at most)."""
     plan = WindowPlan.uniform(100, 11, 5)
     assert plan.overlap_after(0) == 5
 
