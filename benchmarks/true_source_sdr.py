@@ -1,9 +1,9 @@
 """SDR improvement of the mask optimisation alone, with the true source as the reference.
 
 Mixes pairs of real recordings from ``../shared/audio`` at 0 dB (equal RMS, 16 kHz, 10.24 s),
-runs ``main.py fit`` with ``--data.references`` set to the true source (paper settings: 3 rounds
-x 300 Adam steps, lr 0.01, threshold 0.9) and prints SDR (the LASS papers' plain SNR, torchmetrics
-``signal_noise_ratio``) of mixture and estimate against the source, and the improvement.
+separates each with :func:`dgmo_pl.separate.separate` from Python, the true source as the reference
+(paper settings: 3 rounds x 300 Adam steps, lr 0.01, threshold 0.9), and prints SDR (the LASS
+papers' plain SNR, torchmetrics ``signal_noise_ratio``) of mixture and estimate against the source, and the improvement.
 
 Usage: ``python benchmarks/true_source_sdr.py [--audio DIR] [--pairs N]``.
 """
@@ -11,8 +11,6 @@ Usage: ``python benchmarks/true_source_sdr.py [--audio DIR] [--pairs N]``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import sys
 import tempfile
@@ -25,7 +23,9 @@ import torch  # noqa: E402
 from torchmetrics.functional.audio import signal_noise_ratio  # noqa: E402
 
 from dgmo_pl.audio.io import read_audio, write_audio  # noqa: E402
-from dgmo_pl.cli import main  # noqa: E402
+from dgmo_pl.data import SeparationDataModule  # noqa: E402
+from dgmo_pl.model import MaskSeparator  # noqa: E402
+from dgmo_pl.separate import separate, trainer_factory  # noqa: E402
 from dgmo_pl.testing.mixing import mix_sources  # noqa: E402
 
 #: (target, interferer) recordings; labels come from the file names.
@@ -46,29 +46,31 @@ def label(name: str) -> str:
     return name.split("__")[1].replace("-", " ")
 
 
-def separate_pair(audio_dir: Path, target: str, interferer: str, work: Path, *overrides: str) -> dict[str, float]:
+def separate_pair(
+    audio_dir: Path, target: str, interferer: str, work: Path, rounds: int = 3, steps: int = 300, lr: float = 0.01
+) -> dict[str, float]:
     """Separate ``target`` from its 0 dB mixture with ``interferer``; returns SDRs in dB."""
     mixture, sources = mix_sources([audio_dir / target, audio_dir / interferer])
     mix_path = write_audio(work / "mixture.wav", mixture, 16000)
     src_path = write_audio(work / "source.wav", sources[0], 16000)
-    with contextlib.redirect_stdout(io.StringIO()):
-        main(["fit", "--config", str(REPO / "configs/dgmo.yaml"), "--data.mixture", str(mix_path),
-              "--data.references", f"[{src_path}]", "--data.query", label(target),
-              "--trainer.default_root_dir", str(work / "logs"), "--trainer.enable_progress_bar", "false",
-              "--trainer.enable_model_summary", "false", *overrides])
-    (est_path,) = (work / "logs").glob("lightning_logs/version_*/*/*.wav")
-    estimate, source, mix = (read_audio(p)[0][0] for p in (est_path, src_path, mix_path))
+    data = SeparationDataModule(mixture=str(mix_path), query=label(target), references=[str(src_path)],
+                                steps_per_round=steps, cache_dir=None)  # fmt: skip
+    separation = data.separation()
+    model = MaskSeparator(lr=lr, spec=separation.spec)
+    trainers = trainer_factory(work / "run", max_epochs=rounds, enable_progress_bar=False, enable_checkpointing=False)
+    result = separate(separation, model, trainers, work / "run")
+    estimate, source, mix = (read_audio(p)[0][0] for p in (result.outputs[separation.names[0]], src_path, mix_path))
     sdr_mix = float(signal_noise_ratio(mix, source))
     sdr_est = float(signal_noise_ratio(estimate, source))
     return {"sdr_mixture": sdr_mix, "sdr_estimate": sdr_est, "sdri": sdr_est - sdr_mix}
 
 
-def measure(audio_dir: Path, pairs: list[tuple[str, str]], *overrides: str) -> list[dict[str, float | str]]:
-    """One row per pair, each in its own temporary folder."""
+def measure(audio_dir: Path, pairs: list[tuple[str, str]], **settings: float) -> list[dict[str, float | str]]:
+    """One row per pair, each in its own temporary folder (``settings``: see :func:`separate_pair`)."""
     rows = []
     for target, interferer in pairs:
         with tempfile.TemporaryDirectory() as tmp:
-            row = separate_pair(audio_dir, target, interferer, Path(tmp), *overrides)
+            row = separate_pair(audio_dir, target, interferer, Path(tmp), **settings)
         rows.append({"target": label(target), "interferer": label(interferer), **row})
     return rows
 

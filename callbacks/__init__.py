@@ -1,7 +1,5 @@
-"""Callbacks with the side effects of a separation run: audio files, per-step losses and TensorBoard views."""
+"""The app's callbacks: views of a separation run that the library does not need (TensorBoard pictures)."""
 
 from callbacks.mask_monitor import MaskMonitor
-from callbacks.separated_audio import SeparatedAudioWriter
-from callbacks.step_loss import StepLossLogger
 
-__all__ = ["MaskMonitor", "SeparatedAudioWriter", "StepLossLogger"]
+__all__ = ["MaskMonitor"]

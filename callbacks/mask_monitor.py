@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -25,6 +27,9 @@ class MaskMonitor(Callback):
     round's end. Images (TensorBoard only): ``round/mask``, ``round/mixture``,
     ``round/estimate`` and ``round/mean_reference`` log-mels (first query, first window of the fit).
 
+    The images come from the round's loader batch (its mixture magnitude and references) and the
+    module (its masks and front end): the monitor reads nothing else of the fit.
+
     A loader batch may hold several Adam steps. The statistics stay exact per step: the mask
     after a step inside a batch is read in ``on_before_optimizer_step`` of the next step (the
     update has not happened yet), and after the batch's last step in ``on_train_batch_end``.
@@ -39,6 +44,7 @@ class MaskMonitor(Callback):
             raise ValueError(f"every_n_steps must be at least 1, got {every_n_steps}")
         self.every_n_steps = every_n_steps
         self._last_round_mask: torch.Tensor | None = None
+        self._batch: Mapping[str, torch.Tensor] | None = None
         self._round_start = 0  # Adam steps taken before this round
         self._batch_start = 0  # Adam steps taken before this batch
 
@@ -53,8 +59,10 @@ class MaskMonitor(Callback):
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: object, batch_idx: int
     ) -> None:
-        """Remember where the batch's steps start."""
+        """Remember where the batch's steps start, and the round's mixture and references."""
         self._batch_start = trainer.global_step
+        if isinstance(batch, Mapping):
+            self._batch = batch
 
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
@@ -93,17 +101,16 @@ class MaskMonitor(Callback):
     @rank_zero_only
     def _log_images(self, trainer: Trainer, pl_module: LightningModule, mask: torch.Tensor) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        data = trainer.datamodule
-        if not loggers or getattr(data, "references", None) is None:
-            return  # images need the data module's mixture and references
+        if not loggers or self._batch is None:
+            return
         # The first query's mask on the fit's first window.
         mask = mask[0, 0]
-        magnitude = data.mixture.magnitude.to(mask.device)
-        spec = data.spec
+        magnitude = self._batch["mixture_magnitude"][:1].to(mask.device)
+        spec = pl_module.spec
         with torch.no_grad():  # log-mels [M, T] (low frequencies first), whatever the model's layout
             mixture = from_model_layout(diffusion_log_mel(magnitude, pl_module.mel_basis, spec), spec)[0]
             estimate = from_model_layout(diffusion_log_mel(magnitude * mask, pl_module.mel_basis, spec), spec)[0]
-        reference = from_model_layout(data.references[0, 0].float().mean(0, keepdim=True), spec)[0]
+        reference = from_model_layout(self._batch["references"][0, 0].float().mean(0, keepdim=True), spec)[0]
         low, high = float(mixture.min()), float(mixture.max())
         images = {
             "round/mask": _picture(mask, 0.0, 1.0),

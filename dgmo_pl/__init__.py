@@ -9,7 +9,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_PUBLIC = {"MaskSeparator": "dgmo_pl.model", "SeparationDataModule": "dgmo_pl.data"}
+_PUBLIC = {
+    "MaskSeparator": "dgmo_pl.model",
+    "OutputSettings": "dgmo_pl.output",
+    "Separation": "dgmo_pl.job",
+    "SeparationDataModule": "dgmo_pl.data",
+    "separate": "dgmo_pl.separate",
+    "trainer_factory": "dgmo_pl.separate",
+}
 
 __all__ = sorted(_PUBLIC)
 

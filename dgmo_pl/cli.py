@@ -1,40 +1,51 @@
-"""The command line: ``python main.py fit --config configs/dgmo.yaml``."""
+"""The command line: ``python main.py fit --config configs/dgmo.yaml`` (also ``references``, ``evaluate``).
+
+The command line only parses, checks and wires: the work is :func:`~dgmo_pl.separate.separate`
+(one run) and :func:`~dgmo_pl.evaluation.runner.evaluate_rows` (one per manifest row).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import gc
-import logging
+import importlib
+import inspect
 import pickle
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from jsonargparse import Namespace
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger
 
-from callbacks import MaskMonitor, SeparatedAudioWriter
-from dgmo_pl.data import SeparationDataModule, check_round_reloading
+from dgmo_pl.data import SeparationDataModule
 from dgmo_pl.errors import InputError
-from dgmo_pl.evaluation.manifest import Row, load_rows
+from dgmo_pl.evaluation.manifest import load_rows
 from dgmo_pl.evaluation.metrics import ClapScorer
-from dgmo_pl.evaluation.runner import collect, evaluate_rows, markdown, shard, summarise, write_reports
+from dgmo_pl.evaluation.runner import (
+    SCORING,
+    ReferenceMode,
+    ScoringName,
+    collect,
+    evaluate_rows,
+    markdown,
+    shard,
+    summarise,
+    write_reports,
+)
 from dgmo_pl.evaluation.shards import launch, single_device_trainer_settings
+from dgmo_pl.fit_data import check_round_reloading
+from dgmo_pl.job import FitPlan
 from dgmo_pl.model import MaskSeparator
-
-#: How each scoring convention compares signals, for the printout.
-SCORING_TEXT = {
-    "output": "the separated files' rate and channels, full length",
-    "dgmo": "16 kHz mono, first 10.24 s",
-    "audiosep": "32 kHz mono, full clips",
-}
+from dgmo_pl.output import OutputSettings
+from dgmo_pl.separate import TRAINER_INVARIANTS, SeparationResult, TrainerFactory, separate
 
 #: Precisions that would store the mask itself in 16 bits (its small Adam updates then vanish).
 LOW_PRECISION_WEIGHTS = ("bf16-true", "16-true", "transformer-engine", "transformer-engine-float16")
+#: Callback groups an application adds to the command line (``{"monitor": MaskMonitor}``).
+AppCallbacks = Mapping[str, type[Callback]]
 
 
 def check_trainer(trainer: Trainer) -> None:
@@ -42,9 +53,9 @@ def check_trainer(trainer: Trainer) -> None:
     if trainer.logger is None:
         raise InputError(
             "trainer.logger is off, but each run's outputs go in the logger's new version folder: "
-            "keep the default logger (TensorBoard)"
+            "keep the default logger (TensorBoard) or configure another"
         )
-    check_round_reloading(trainer)
+    check_round_reloading(trainer.reload_dataloaders_every_n_epochs)
     precision = str(trainer.precision)
     if precision in LOW_PRECISION_WEIGHTS:
         raise InputError(
@@ -53,89 +64,78 @@ def check_trainer(trainer: Trainer) -> None:
         )
 
 
-@contextlib.contextmanager
-def _quiet_banners() -> Iterator[None]:
-    """Silence Lightning's information lines (devices, tips) of a trainer.
+def _one(_: object) -> int:
+    return 1
 
-    The command line's own trainer has printed them once; a run of many fits (queries, windows,
-    evaluation rows) would repeat them for each. Warnings still show.
+
+def _logger_class(class_path: str) -> type[Logger]:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def fit_loggers(configured: Any, folder: Path, version: str) -> list[Logger]:
+    """Fresh loggers of one fit, as configured (``trainer.logger``), each in ``<folder>/<version>``.
+
+    Every configured logger (TensorBoard by default) is built again with its own settings, except
+    where it writes: ``save_dir`` the run folder, ``name`` empty and ``version`` the fit's, for
+    the loggers that take them (TensorBoard, CSV).
     """
-    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    level = rank_zero_log.level
-    rank_zero_log.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        rank_zero_log.setLevel(level)
+    entries = configured if isinstance(configured, list) else [configured]
+    loggers = []
+    for entry in entries:
+        if entry in (None, True):
+            entry = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger",
+                              init_args=Namespace(default_hp_metric=False))  # fmt: skip
+        cls = _logger_class(entry.class_path)
+        accepted = inspect.signature(cls).parameters
+        where = {"save_dir": str(folder), "name": "", "version": version}
+        settings = dict(vars(entry.get("init_args") or Namespace()))
+        settings.update({k: v for k, v in where.items() if k in accepted})
+        loggers.append(cls(**settings))
+    return loggers
 
 
 class DGMOTrainer(Trainer):
     """Lightning's Trainer, plus the ``references`` subcommand's work."""
 
-    def references(self, model: LightningModule, datamodule: LightningDataModule) -> list[Path]:
+    def references(self, model: MaskSeparator, datamodule: SeparationDataModule) -> list[Path]:
         """Generate and store the first round's references of every query, without fitting a mask.
 
         Round 0 depends only on the mixture, so it can run on another machine or ahead of
         time; a later ``fit`` with the same settings finds it in the data module's cache.
         """
-        if datamodule.generator is None:
+        if not datamodule.generates:
             raise InputError("--data.references are given, so there is nothing to generate: drop them")
         if datamodule.cache.root is None:
             raise InputError("--data.cache_dir is null, so references would not be kept: set a folder")
-        datamodule.generator.to(self.strategy.root_device)
-        return datamodule.store_first_round()
-
-
-    def evaluate(
-        self,
-        model: LightningModule,
-        datamodule: LightningDataModule,
-        manifest: str,
-        output_dir: str | None = None,
-        reference_source: Literal["diffusion", "true_source"] = "diffusion",
-        clap_model: str | None = "laion/clap-htsat-unfused",
-        scoring: Literal["output", "dgmo", "audiosep"] = "output",
-    ) -> None:
-        """Separate and score every row of a manifest (run as ``main.py evaluate``; see ``DGMOCLI.evaluate``).
-
-        Args:
-            model: The mask module's configuration (one fresh module per row and fit).
-            datamodule: The data settings; each row gets its mixture and query.
-            manifest: A CSV (``mixture``, ``query``, optional ``source``, ``id``) or a folder in
-                AudioSep's evaluation layout.
-            output_dir: Where rows and reports go (default ``<default_root_dir>/evaluation/<manifest
-                name>``); re-running into it skips the rows already done.
-            reference_source: ``diffusion`` (DGMO: references from the diffusion model) or
-                ``true_source`` (the row's source as the reference, to isolate the mask optimisation).
-            clap_model: CLAP model (hub id or folder) for CLAPScore; ``null`` or unloadable: skipped.
-            scoring: Where signals are compared: ``output`` (the separated file's rate and
-                channels, full length), ``dgmo`` (16 kHz mono, first 10.24 s, as the DGMO paper)
-                or ``audiosep`` (32 kHz mono, full clips, as AudioSep).
-        """
-        raise RuntimeError("evaluate runs through the command line: python main.py evaluate --manifest ...")
+        separation = datamodule.separation()
+        separation.source.to(self.strategy.root_device)
+        return separation.source.store_first_round(separation.recording)
 
 
 class DGMOCLI(LightningCLI):
-    """LightningCLI with DGMO's links, defaults, always-on callbacks and one fit per query."""
+    """LightningCLI with DGMO's arguments and links; ``fit`` runs :func:`~dgmo_pl.separate.separate`.
 
-    #: Trainer settings that override the configured ones in every fit (the evaluation's shards).
-    fit_settings: dict[str, Any] = {}
+    Args:
+        *args: LightningCLI's.
+        app_callbacks: Callback classes of the application, each an argument group of its own
+            (``{"monitor": MaskMonitor}`` gives ``--monitor.every_n_steps``), made fresh for every fit.
+        **kwargs: LightningCLI's.
+    """
+
+    def __init__(self, *args: Any, app_callbacks: AppCallbacks | None = None, **kwargs: Any) -> None:
+        self.app_callbacks = dict(app_callbacks or {})
+        #: Trainer settings that override the configured ones in every fit (an evaluation's shards).
+        self.fit_settings: dict[str, Any] = {}
+        super().__init__(*args, **kwargs)
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
-        """The subcommands: Lightning's, plus ``references`` and ``evaluate``."""
-        return {
-            **LightningCLI.subcommands(),
-            "references": {"model", "datamodule"},
-            "evaluate": {"model", "datamodule"},
-        }
+        """The subcommands: Lightning's, plus ``references``."""
+        return {**LightningCLI.subcommands(), "references": {"model", "datamodule"}}
 
     def _parse_ckpt_path(self) -> None:
-        """Refuse a ``--ckpt_path`` that is not a checkpoint, with a named error.
-
-        LightningCLI reads the checkpoint's hyperparameters first: a file that is not a checkpoint
-        is a user mistake, named, not a traceback.
-        """
+        """Refuse a ``--ckpt_path`` that is not a checkpoint, with a named error."""
         try:
             super()._parse_ckpt_path()
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as err:
@@ -146,23 +146,47 @@ class DGMOCLI(LightningCLI):
             ) from None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Add DGMO's argument groups and links."""
-        parser.add_lightning_class_args(SeparatedAudioWriter, "audio")
-        parser.add_lightning_class_args(MaskMonitor, "monitor")
+        """Add DGMO's argument groups, links and defaults."""
+        parser.add_class_arguments(OutputSettings, "audio")
+        for key, callback in self.app_callbacks.items():
+            parser.add_lightning_class_args(callback, key)
         parser.link_arguments("data.spec", "model.spec", apply_on="instantiate")
-        parser.set_defaults(
-            {
-                "trainer.max_epochs": 3,  # rounds
-                "trainer.log_every_n_steps": 1,
-                # Each round (epoch) asks the data module for fresh references.
-                "trainer.reload_dataloaders_every_n_epochs": 1,
-                "trainer.default_root_dir": "logs",
-            }
-        )
+        # The configured module is one mask of one window; the loop sizes each fit's module
+        # (MaskSeparator.sized), so its sizes are never typed on the command line.
+        for size in ("model.masks", "model.windows"):
+            parser.link_arguments("data.spec", size, compute_fn=_one, apply_on="instantiate")
+        parser.set_defaults({
+            "trainer.max_epochs": 3,  # rounds
+            "trainer.log_every_n_steps": 1,
+            "trainer.default_root_dir": "logs",
+            **{f"trainer.{k}": v for k, v in TRAINER_INVARIANTS.items()},
+        })  # fmt: skip
+
+    def _section(self, config: Namespace) -> Namespace:
+        """The subcommand's part of a parsed configuration (all of it without subcommands)."""
+        return config[self.subcommand] if self.subcommand else config
+
+    def fit_trainers(self, folder: Path) -> TrainerFactory:
+        """Builds each fit's trainer from the configuration, with fresh callbacks and loggers in ``folder``."""
+
+        def make(plan: FitPlan, extra: list[Callback]) -> Trainer:
+            init = self._section(self.parser.instantiate_classes(self.config))
+            config = {**init["trainer"], **TRAINER_INVARIANTS, **self.fit_settings}
+            config["logger"] = fit_loggers(self._section(self.config)["trainer"]["logger"], folder, plan.version)
+            config["callbacks"] = [*(config.get("callbacks") or []), *extra]
+            return self._instantiate_trainer(config, [init[key] for key in self.app_callbacks])
+
+        return make
+
+    def run(self, model: MaskSeparator, datamodule: SeparationDataModule, folder: Path,
+            ckpt_path: str | None = None) -> SeparationResult:  # fmt: skip
+        """Separate the configured recording into ``folder`` (see :func:`~dgmo_pl.separate.separate`)."""
+        settings = self._section(self.config_init)["audio"]
+        return separate(datamodule.separation(), model, self.fit_trainers(folder), folder, settings,
+                        ckpt_path=ckpt_path)  # fmt: skip
 
     def before_fit(self) -> None:
-        """Check the settings before any work starts."""
-        # Check everything before the first file is written, so bad input leaves no partial run.
+        """Check the settings and every input before any work starts (bad input leaves no partial run)."""
         check_trainer(self.trainer)
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
@@ -175,113 +199,30 @@ class DGMOCLI(LightningCLI):
         if self.model.hparams.joint and len(self.datamodule.queries) < 2 and not self.model.hparams.residual:
             raise InputError("--model.joint true needs two or more queries, or --model.residual true: "
                              "pass --data.queries, or drop --model.joint")
-        self.datamodule.load()
-        batches = len(self.datamodule.window_batches)
-        if ckpt_path and batches > 1:
+        separation = self.datamodule.separation()
+        fits = len(separation.plans(bool(self.model.hparams.joint), bool(self.model.hparams.residual)))
+        if ckpt_path and fits > 1:
             raise InputError(
-                f"--ckpt_path resumes one fit, but the mixture takes {batches} fits of "
+                f"--ckpt_path resumes one fit, but the mixture takes {fits} fits of "
                 f"{self.datamodule.hparams.windows_per_fit} windows: resume a recording that fits in one "
                 "(raise --data.windows_per_fit)"
             )
 
-    def fit(self, model: MaskSeparator, datamodule: SeparationDataModule, **kwargs: Any) -> None:
-        """Fit the masks of every query and window batch (see :meth:`fit_all`), then list the files."""
+    def fit(self, model: MaskSeparator, datamodule: SeparationDataModule, ckpt_path: str | None = None,
+            **kwargs: Any) -> None:  # fmt: skip
+        """Separate the recording into a new run folder, then list what was written."""
         run_dir = Path(self.trainer.log_dir)
-        self.fit_all(model, datamodule, run_dir, **kwargs)
+        self.run(model, datamodule, run_dir, ckpt_path)
         print(f"run directory: {run_dir}")
         for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
             print(f"  wrote {path}")
         cache = datamodule.cache
-        if datamodule.generator is not None and cache.root is not None:
+        if datamodule.generates and cache.root is not None:
             print(f"reference cache {cache.root}: {cache.hits} entries found, {cache.misses + cache.rejected} computed")
 
-    def fit_all(self, model: MaskSeparator, datamodule: SeparationDataModule, run_dir: Path, **kwargs: Any) -> None:
-        """Fit the masks of every query and window batch, each fit with its own module and trainer.
-
-        Independent masks: one fit per query and window batch; joint masks: one fit per window
-        batch for all queries. Each query (or the joint fit, ``joint``) logs to TensorBoard,
-        checkpoints and writes its audio in ``<run_dir>/<name>/``, and, when the recording takes
-        several fits, each window batch logs in ``<name>/windows_<a>-<b>/``. ``run_dir`` is the
-        folder the configured logger would use (``<root>/lightning_logs/version_N``) for ``fit``.
-        """
-        queries = range(len(datamodule.queries))
-        joint = bool(model.hparams.joint)
-        groups = [list(queries)] if joint else [[q] for q in queries]
-        batches = datamodule.window_batches
-        pristine = copy.deepcopy(model)  # every fit starts from the configured, untrained module
-        for group in groups:
-            # Fresh callbacks (their per-query state), built from the same configuration.
-            self.config_init = self.parser.instantiate(self.config)
-            name = "joint" if joint else datamodule.names[group[0]]
-            for b, windows in enumerate(batches):
-                version = name if len(batches) == 1 else f"{name}/windows_{windows[0] + 1}-{windows[-1] + 1}"
-                logger = TensorBoardLogger(run_dir, name="", version=version, default_hp_metric=False)
-                with _quiet_banners():
-                    trainer = self.instantiate_trainer(logger=logger, **self.fit_settings)
-                    check_trainer(trainer)
-                    datamodule.select(group, b)
-                    model = copy.deepcopy(pristine)
-                    trainer.fit(model, datamodule=datamodule, **kwargs)
-                # A finished fit's trainer, module and optimiser refer to each other: free their
-                # tensors now, or they pile up across the fits of a long recording until Python's
-                # collector runs.
-                del trainer, model
-                gc.collect()
-
-    def before_evaluate(self) -> None:
-        """Check the evaluation's settings before any row runs."""
-        check_trainer(self.trainer)
-
-    def evaluate(
-        self,
-        model: MaskSeparator,
-        datamodule: SeparationDataModule,
-        manifest: str,
-        output_dir: str | None = None,
-        reference_source: str = "diffusion",
-        clap_model: str | None = "laion/clap-htsat-unfused",
-        scoring: str = "output",
-    ) -> None:
-        """Evaluate a manifest (see :meth:`DGMOTrainer.evaluate`); exit status 1 if any row failed."""
-        rows = load_rows(manifest)
-        if reference_source == "true_source" and (missing := [r.id for r in rows if r.source is None]):
-            raise InputError(f"--reference_source true_source needs a source for every row; rows {missing[:5]} "
-                             "have none: add a source column or use --reference_source diffusion")
-        root = Path(self.trainer.default_root_dir)
-        output = Path(output_dir) if output_dir else root / "evaluation" / Path(manifest).stem
-        scorer = ClapScorer.load(clap_model) if clap_model else None
-        if clap_model and scorer is None:
-            print(f"CLAPScore skipped: {ClapScorer.last_error}")
-
-        def separate(row: Row, folder: Path) -> Path:
-            sources = [str(row.source)] if reference_source == "true_source" else None
-            data = datamodule.for_recording(str(row.mixture), row.query, sources)
-            data.load()
-            self.fit_all(model, data, folder)
-            return folder / data.names[0] / f"{data.names[0]}.wav"
-
-        trainer_config = self.config[self.subcommand]["trainer"]
-        fabric = launch(trainer_config["accelerator"], trainer_config["devices"], trainer_config["num_nodes"])
-        if fabric.world_size > 1:
-            self.fit_settings = single_device_trainer_settings(fabric)
-        mine = shard(rows, fabric.global_rank, fabric.world_size)
-        evaluate_rows(mine, output, separate, scorer, process=fabric.global_rank, scoring=scoring)
-        fabric.barrier()
-        if fabric.global_rank:
-            return  # rank 0 merges and reports
-        results = collect(rows, output)
-        summary = summarise(results)
-        for path in write_reports(results, summary, output, scoring):
-            print(f"wrote {path}")
-        print(f"scored: {scoring} ({SCORING_TEXT[scoring]})")
-        print(markdown(summary))
-        if failed := [r["id"] for r in results if r["status"] != "ok"]:
-            print(f"error: {len(failed)} of {len(rows)} rows failed ({', '.join(failed[:5])}); see results.csv")
-            raise SystemExit(1)
-
     def before_references(self) -> None:
-        """Check the settings before generating references."""
-        self.datamodule.load()
+        """Check every input before generating references."""
+        self.datamodule.separation()
 
     def references(self, model: MaskSeparator, datamodule: SeparationDataModule) -> None:
         """Generate and store round 0's references (see :meth:`DGMOTrainer.references`)."""
@@ -289,18 +230,92 @@ class DGMOCLI(LightningCLI):
             print(f"stored {path}")
 
 
-def main(args: ArgsType = None) -> None:
-    """Run the command line; user mistakes end with a one-line message and exit status 2."""
+class EvaluateCLI(DGMOCLI):
+    """``main.py evaluate``: separate and score every row of a manifest, each row one :func:`separate` run.
+
+    The same configuration as ``fit`` (``--config configs/dgmo.yaml``, ``--model.*``, ``--data.*``,
+    ``--trainer.*``), plus the evaluation's own options; the mixture, query and references of each
+    run come from the manifest's row.
+    """
+
+    def __init__(self, args: ArgsType = None, **kwargs: Any) -> None:
+        super().__init__(MaskSeparator, SeparationDataModule, trainer_class=DGMOTrainer, args=args, run=False,
+                         **kwargs)  # fmt: skip
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """DGMO's arguments, plus the manifest and how rows are scored."""
+        super().add_arguments_to_parser(parser)
+        parser.add_argument("--manifest", type=str, required=True,
+                            help="a CSV (mixture, query, optional source, id) or a folder in AudioSep's layout")
+        parser.add_argument("--output_dir", type=str | None, default=None,
+                            help="where rows and reports go (default <default_root_dir>/evaluation/<manifest name>); "
+                                 "re-running into it skips the rows already done")
+        parser.add_argument("--reference_source", type=ReferenceMode, default="diffusion",
+                            help="diffusion (DGMO) or true_source (the row's source as the reference)")
+        parser.add_argument("--clap_model", type=str | None, default="laion/clap-htsat-unfused",
+                            help="CLAP model (hub id or folder) for CLAPScore; null or unloadable: skipped")
+        conventions = "; ".join(f"{name}: {scoring.text}" for name, scoring in SCORING.items())
+        parser.add_argument("--scoring", type=ScoringName, default="output",
+                            help=f"where signals are compared: {conventions}")
+
+    def evaluate(self) -> None:
+        """Evaluate the manifest; exit status 1 if any row failed."""
+        check_trainer(self.trainer)
+        c = self.config
+        rows = load_rows(c.manifest)
+        if c.reference_source == "true_source" and (missing := [r.id for r in rows if r.source is None]):
+            raise InputError(f"--reference_source true_source needs a source for every row; rows {missing[:5]} "
+                             "have none: add a source column or use --reference_source diffusion")
+        output = Path(c.output_dir) if c.output_dir else Path(self.trainer.default_root_dir) / "evaluation" / Path(
+            c.manifest).stem
+        scorer = ClapScorer.load(c.clap_model) if c.clap_model else None
+        if c.clap_model and scorer is None:
+            print(f"CLAPScore skipped: {ClapScorer.last_error}")
+        data, settings = self.datamodule, self.config_init["audio"]
+
+        def separate_row(row: Any, folder: Path) -> Path:
+            sources = [[str(row.source)]] if c.reference_source == "true_source" else None
+            separation = data.separation_of(str(row.mixture), [row.query], sources)
+            result = separate(separation, self.model, self.fit_trainers(folder), folder, settings)
+            return result.outputs[separation.names[0]]
+
+        trainer = c.trainer
+        fabric = launch(trainer.accelerator, trainer.devices, trainer.num_nodes)
+        if fabric.world_size > 1:
+            self.fit_settings = single_device_trainer_settings(fabric)
+        mine = shard(rows, fabric.global_rank, fabric.world_size)
+        evaluate_rows(mine, output, separate_row, scorer, process=fabric.global_rank, scoring=c.scoring)
+        fabric.barrier()
+        if fabric.global_rank:
+            return  # rank 0 merges and reports
+        results = collect(rows, output)
+        summary = summarise(results)
+        for path in write_reports(results, summary, output, c.scoring):
+            print(f"wrote {path}")
+        print(f"scored: {c.scoring} ({SCORING[c.scoring].text})")
+        print(markdown(summary))
+        if failed := [r["id"] for r in results if r["status"] != "ok"]:
+            print(f"error: {len(failed)} of {len(rows)} rows failed ({', '.join(failed[:5])}); see results.csv")
+            raise SystemExit(1)
+
+
+def main(args: ArgsType = None, app_callbacks: AppCallbacks | None = None) -> None:
+    """Run the command line; user mistakes end with a one-line message and exit status 2.
+
+    Args:
+        args: The arguments (default: ``sys.argv[1:]``); ``evaluate ...`` runs :class:`EvaluateCLI`.
+        app_callbacks: The application's callback groups (see :class:`DGMOCLI`).
+    """
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else None
+    options = {"save_config_kwargs": {"overwrite": False}, "auto_configure_optimizers": False,
+               "app_callbacks": app_callbacks}  # fmt: skip
     try:
-        DGMOCLI(
-            MaskSeparator,
-            SeparationDataModule,
-            trainer_class=DGMOTrainer,
-            args=args,
-            save_config_kwargs={"overwrite": False},
-            auto_configure_optimizers=False,
-        )
+        if argv and argv[0] == "evaluate":
+            EvaluateCLI(argv[1:], **options).evaluate()
+        else:
+            DGMOCLI(MaskSeparator, SeparationDataModule, trainer_class=DGMOTrainer, args=args,
+                    parser_kwargs={"epilog": "evaluate a manifest: evaluate --help"}, **options)  # fmt: skip
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

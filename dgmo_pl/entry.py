@@ -7,7 +7,8 @@ imports both), so a broken install ends with one line saying what to install, no
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from dgmo_pl.environment import BrokenInstallError, require_torchaudio
 
@@ -15,8 +16,14 @@ if TYPE_CHECKING:
     from lightning.pytorch.cli import ArgsType
 
 
-def main(args: ArgsType = None) -> None:
-    """Check the install, then run the LightningCLI of :func:`dgmo_pl.cli.main` with ``args``."""
+def main(args: ArgsType = None, app_callbacks: Callable[[], dict[str, Any]] | None = None) -> None:
+    """Check the install, then run the LightningCLI of :func:`dgmo_pl.cli.main` with ``args``.
+
+    Args:
+        args: The command line's arguments (default: ``sys.argv[1:]``).
+        app_callbacks: Returns an application's callback groups (see :class:`dgmo_pl.cli.DGMOCLI`);
+            called after the check, so that it may import torch.
+    """
     try:
         require_torchaudio()
     except BrokenInstallError as err:
@@ -24,4 +31,4 @@ def main(args: ArgsType = None) -> None:
         raise SystemExit(2) from None
     from dgmo_pl.cli import main as cli_main
 
-    cli_main(args)
+    cli_main(args, app_callbacks() if app_callbacks else None)

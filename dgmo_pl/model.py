@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.core.optimizer import LightningOptimizer
 
-from callbacks.step_loss import StepLossLogger
 from dgmo_pl.audio.frontend import SpectrogramConfig, diffusion_log_mel, mel_filterbank
 from dgmo_pl.errors import InputError
+from dgmo_pl.step_loss import StepLossLogger
 
 
 class MaskSeparator(LightningModule):
@@ -23,8 +27,9 @@ class MaskSeparator(LightningModule):
     recording longer than the model's segment is cut into windows), and ``S`` masks per window:
     one query's (the paper's independent masks), or, with ``joint``, one per query plus, with
     ``residual``, one for everything else. Joint masks are a softmax over ``S``: per bin they
-    add up to one, so the outputs add up to the mixture. The sizes come from the data module
-    (:meth:`configure_model`); a module used on its own has one mask of one window.
+    add up to one, so the outputs add up to the mixture. ``masks`` and ``windows`` are set per
+    fit by the loop (:meth:`sized`); they and the front end are saved with the other
+    hyperparameters, so ``MaskSeparator.load_from_checkpoint`` rebuilds any fit's module.
 
     The loss is the sum over queries and windows of the mean over K references of the MSE to
     each, so that each window's mask gets the gradient it would get alone (and, Adam being
@@ -34,7 +39,7 @@ class MaskSeparator(LightningModule):
     take on it, so that Lightning's per-batch work is shared by several steps. The updates are
     the same, in the same order, whatever the grouping. ``trainer.global_step`` counts Adam
     steps. The loss of every step goes to the loggers at that step's number through
-    :class:`~callbacks.step_loss.StepLossLogger` (see :meth:`configure_callbacks`).
+    :class:`~dgmo_pl.step_loss.StepLossLogger` (see :meth:`configure_callbacks`).
 
     Args:
         lr: Adam learning rate (one optimiser for all rounds; its state carries over).
@@ -44,7 +49,10 @@ class MaskSeparator(LightningModule):
             still add up to one).
         joint: Optimise the masks of all queries together as a partition of the mixture.
         residual: With ``joint``, add an "everything else" mask (and output).
-        spec: The front end; linked from the data module, not set by hand.
+        spec: The front end; linked from the data module, not set by hand (a checkpoint stores
+            its fields, and gives them back as a mapping).
+        masks: ``S``, masks per window (one per query of the fit, plus a residual).
+        windows: ``W``, windows fitted together.
     """
 
     def __init__(
@@ -54,7 +62,9 @@ class MaskSeparator(LightningModule):
         threshold: float = 0.9,
         joint: bool = False,
         residual: bool = False,
-        spec: SpectrogramConfig = SpectrogramConfig(),
+        spec: SpectrogramConfig | Mapping[str, Any] = SpectrogramConfig(),
+        masks: int = 1,
+        windows: int = 1,
     ) -> None:
         super().__init__()
         if not lr > 0:
@@ -64,31 +74,24 @@ class MaskSeparator(LightningModule):
         if residual and not joint:
             raise InputError("residual is true but joint is false: the residual is part of a joint partition, "
                              "set --model.joint true or drop --model.residual")
+        if masks < 1 or windows < 1 or (not joint and masks != 1):
+            raise ValueError(f"masks ({masks}) and windows ({windows}) must be at least 1, masks 1 unless joint")
+        spec = spec if isinstance(spec, SpectrogramConfig) else SpectrogramConfig(**spec)
         self.save_hyperparameters(ignore=["spec"])
+        # Plain values, so that checkpoints load with torch.load(weights_only=True).
+        self.hparams["spec"] = asdict(spec)
         self.automatic_optimization = False
         self.spec = spec
-        self.mask_logits = torch.nn.Parameter(self._initial_logits(1, 1))
+        self.mask_logits = torch.nn.Parameter(self._initial_logits(masks, windows))
         self.register_buffer("mel_basis", mel_filterbank(spec), persistent=False)
 
     def _initial_logits(self, masks: int, windows: int) -> torch.Tensor:
         return torch.full((masks, windows, self.spec.n_freq, self.spec.n_frames), float(self.hparams.mask_init))
 
-    def mask_count(self, queries: int) -> int:
-        """Masks per window for a fit of ``queries`` queries."""
-        if not self.hparams.joint:
-            if queries != 1:
-                raise ValueError(f"independent masks fit one query at a time, got {queries}")
-            return 1
-        return queries + int(self.hparams.residual)
-
-    def configure_model(self) -> None:
-        """Size the logits for the queries and windows the data module serves in this fit."""
-        data = self.trainer.datamodule
-        if data is None or not hasattr(data, "fit_queries"):
-            return
-        shape = (self.mask_count(len(data.fit_queries)), len(data.fit_windows))
-        if tuple(self.mask_logits.shape[:2]) != shape:
-            self.mask_logits = torch.nn.Parameter(self._initial_logits(*shape).to(self.mask_logits.device))
+    def sized(self, masks: int, windows: int) -> MaskSeparator:
+        """A fresh module with these settings, for a fit of ``masks`` masks over ``windows`` windows."""
+        hp = self.hparams
+        return type(self)(hp.lr, hp.mask_init, hp.threshold, hp.joint, hp.residual, self.spec, masks, windows)
 
     def _query_masks(self, masks: torch.Tensor) -> torch.Tensor:
         """The queries' masks among ``masks`` (``[S, ...]``): all but a joint fit's residual."""
@@ -145,7 +148,7 @@ class MaskSeparator(LightningModule):
 
         Returns:
             ``{"losses": [steps]}``: the detached loss of each step, in order, for
-            :class:`~callbacks.step_loss.StepLossLogger`. The last one is logged for the progress
+            :class:`~dgmo_pl.step_loss.StepLossLogger`. The last one is logged for the progress
             bar only.
         """
         optimiser = self.optimizers()

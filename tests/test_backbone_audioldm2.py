@@ -262,10 +262,10 @@ ROUNDS, STEPS, K = 2, 4, 2
 
 @pytest.fixture(scope="module")
 def cli_run(tiny_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """``main.py fit --config configs/audioldm2.yaml`` on the tiny model: (run folder, output root)."""
+    """``main.py fit`` with the ``backbone/audioldm2`` overlay on the tiny model: (run folder, output root)."""
     root = tmp_path_factory.mktemp("logs-audioldm2")
     run = fit(root, *tiny_args(tiny_folder, ddim_steps=3, steps_per_round=STEPS), "--trainer.max_epochs", str(ROUNDS),
-              "--data.num_references", str(K), config="configs/audioldm2.yaml")
+              "--data.num_references", str(K), overlays=("backbone/audioldm2",))
     return run, root
 
 

@@ -10,9 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import QUIET, REPO
-
-from dgmo_pl.cli import main
+from helpers import QUIET, REPO, main
 
 #: Every test runs the command line (in-process, or main.py as a process) to its error: about
 #: a second each for the argument parser, so the integration tier.

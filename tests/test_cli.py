@@ -9,9 +9,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from helpers import REPO, fit, images, run_dirs, scalars, tiny_args
-
-from dgmo_pl.cli import main
+from helpers import REPO, fit, images, main, run_dirs, scalars, tiny_args
 
 ROUNDS, STEPS = 3, 7
 

@@ -12,10 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import QUIET, REPO, fit
+from helpers import QUIET, REPO, fit, main
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dgmo_pl.cli import DGMOCLI, main
+from dgmo_pl import cli
 from dgmo_pl.evaluation.metrics import sdr
 from dgmo_pl.evaluation.runner import aligned
 from dgmo_pl.testing.example_set import make_eval_set
@@ -96,15 +96,15 @@ def test_an_interrupted_evaluation_finishes_the_remaining_rows(example_set: Path
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed during row 2, a re-run separates rows 2 and 3 only and ends with the same summary."""
     calls: list[str] = []
-    original = DGMOCLI.fit_all
+    original = cli.separate
 
-    def fit_all(self, model, datamodule, run_dir, **kwargs):
-        calls.append(Path(datamodule.hparams.mixture).stem)
+    def separate(separation, *args, **kwargs):
+        calls.append(separation.recording.path.stem)
         if len(calls) == 2 and interrupt:
             raise KeyboardInterrupt  # as a kill would, mid-row
-        return original(self, model, datamodule, run_dir, **kwargs)
+        return original(separation, *args, **kwargs)
 
-    monkeypatch.setattr(DGMOCLI, "fit_all", fit_all)
+    monkeypatch.setattr(cli, "separate", separate)
     interrupt = True
     with pytest.raises(KeyboardInterrupt):
         evaluate(tmp_path, example_set)

@@ -6,31 +6,30 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import scalars
+from helpers import one_fit, scalars
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from callbacks import MaskMonitor
-from dgmo_pl.data import SeparationDataModule
+from dgmo_pl.fit_data import FitDataModule
 from dgmo_pl.model import MaskSeparator
 from dgmo_pl.rounds import RoundDataset
 
 ROUNDS, STEPS = 2, 23  # 23 steps a round: no grouping below divides it, so last batches take a remainder
 
 
-def _data(pair: dict[str, Path], steps_per_batch: int, steps: int = STEPS) -> SeparationDataModule:
-    """The dog as its own reference: fixed references, so every round serves the same batch."""
-    return SeparationDataModule(mixture=str(pair["mixture"]), references=[str(pair["dog"])],
-                                steps_per_round=steps, steps_per_batch=steps_per_batch)
+def _data(pair: dict[str, Path], steps_per_batch: int, steps: int = STEPS) -> tuple[MaskSeparator, FitDataModule]:
+    """A fresh mask and the dog as its own reference: fixed references, so every round serves the same batch."""
+    return one_fit(pair["mixture"], [pair["dog"]], steps_per_round=steps, steps_per_batch=steps_per_batch)
 
 
-def _fit(data: SeparationDataModule, root: Path, rounds: int = ROUNDS, ckpt_path: str | None = None,
+def _fit(fit: tuple[MaskSeparator, FitDataModule], root: Path, rounds: int = ROUNDS, ckpt_path: str | None = None,
          **trainer_args: object) -> tuple[MaskSeparator, Trainer]:
-    """A real ``Trainer.fit`` of a fresh mask on CPU, quiet; ``trainer_args`` override the defaults."""
+    """A real ``Trainer.fit`` of the mask on CPU, quiet; ``trainer_args`` override the defaults."""
     args = {"logger": False, "enable_checkpointing": False, "callbacks": [], **trainer_args}
     trainer = Trainer(max_epochs=rounds, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
                       default_root_dir=root, reload_dataloaders_every_n_epochs=1, **args)
-    module = MaskSeparator()
+    module, data = fit
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     return module, trainer
 
@@ -38,10 +37,8 @@ def _fit(data: SeparationDataModule, root: Path, rounds: int = ROUNDS, ckpt_path
 @pytest.fixture(scope="module")
 def plain(speech_dog_pair: dict[str, Path]) -> dict[str, object]:
     """A plain PyTorch loop of ROUNDS x STEPS Adam steps on the same batch: logits, losses, mask means."""
-    data = _data(speech_dog_pair, 1)
-    data.load()
-    batch = {"mixture_magnitude": data.mixture.magnitude, "references": data.generate_references(0, None)}
-    module = MaskSeparator()
+    module, data = _data(speech_dog_pair, 1)
+    batch = {"mixture_magnitude": data.windows[0].magnitude, "references": data.references(0)}
     optimiser = torch.optim.Adam(module.parameters(), lr=0.01)
     losses, means = [], []
     for _ in range(ROUNDS * STEPS):

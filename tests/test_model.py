@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import one_fit
 from lightning.pytorch import Callback, Trainer
 
 from dgmo_pl.audio.frontend import diffusion_log_mel
-from dgmo_pl.data import SeparationDataModule
 from dgmo_pl.model import MaskSeparator
 
 
@@ -61,8 +61,7 @@ class _StepLosses(Callback):
 def _fit_losses(
     precision: str, pair: dict[str, Path], root: Path, steps: int = 100
 ) -> tuple[list[float], MaskSeparator]:
-    data = SeparationDataModule(mixture=str(pair["mixture"]), references=[str(pair["dog"])], steps_per_round=steps)
-    module = MaskSeparator()
+    module, data = one_fit(pair["mixture"], [pair["dog"]], steps_per_round=steps)
     collected = _StepLosses()
     trainer = Trainer(max_epochs=1, precision=precision, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
@@ -86,10 +85,11 @@ def test_bf16_mixed_precision_keeps_an_fp32_mask_and_tracks_fp32(speech_dog_pair
 
 
 def _sized(joint: bool = False, residual: bool = False, masks: int = 1, windows: int = 1) -> MaskSeparator:
-    """A module with random logits of shape [masks, windows, F, T], as configure_model would size it."""
-    module = MaskSeparator(joint=joint, residual=residual)
+    """A module sized [masks, windows, F, T], with random logits."""
+    module = MaskSeparator(joint=joint, residual=residual, masks=masks, windows=windows)
     torch.manual_seed(1)
-    module.mask_logits = torch.nn.Parameter(torch.randn(masks, windows, 513, 1024) * 3)
+    with torch.no_grad():
+        module.mask_logits.copy_(torch.randn(masks, windows, 513, 1024) * 3)
     return module
 
 

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
-from helpers import QUIET, REPO, fit, scalars, tiny_args
+from helpers import QUIET, REPO, fit, main, scalars, tiny_args
 
-from dgmo_pl.cli import main
 from dgmo_pl.diffusion import references
 
 #: Whole fits through the command line, showing the wiring end to end. What each changed setting

@@ -40,7 +40,7 @@ from dgmo_pl.testing.tiny import builder
 SCALING_FACTORS = {"audioldm": 0.9227914214134216, "audioldm2": 0.4110932946205139}
 #: Backbone -> its real configs' folder and the run config of ``main.py fit``.
 REAL_MODELS = {"audioldm": "cvssp-audioldm", "audioldm2": "cvssp-audioldm2"}
-FIT_CONFIGS = {"audioldm": "configs/dgmo.yaml", "audioldm2": "configs/audioldm2.yaml"}
+FIT_OVERLAYS = {"audioldm": (), "audioldm2": ("backbone/audioldm2",)}
 #: Keys of a transformers config that record where and how it was saved, not the model
 #: (``model_type`` names the class: transformers renamed the HiFi-GAN's "hifigan" since 4.28).
 METADATA = {"_name_or_path", "architectures", "dtype", "model_type", "torch_dtype", "transformers_version"}
@@ -284,7 +284,7 @@ def test_fit_with_the_real_parts_writes_the_separation(real_parts_model: tuple[s
     """``main.py fit`` on the folder: the separation at the input's length, a reference through the real vocoder."""
     backbone, folder = real_parts_model
     run = fit(tmp_path, *tiny_args(folder, ddim_steps=3, steps_per_round=2), "--trainer.max_epochs", "1",
-              "--data.num_references", "1", config=FIT_CONFIGS[backbone])  # fmt: skip
+              "--data.num_references", "1", overlays=FIT_OVERLAYS[backbone])  # fmt: skip
     out = run / "dog-barking" / "dog-barking.wav"
     info, source = sf.info(str(out)), sf.info(str(DEMO_MIXTURE))
     assert (info.samplerate, info.channels, info.frames) == (source.samplerate, source.channels, source.frames)

@@ -20,7 +20,7 @@ import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -33,12 +33,34 @@ from dgmo_pl.evaluation.metrics import ClapScorer, separation_metrics
 Separate = Callable[[Row, Path], Path]
 #: Per-row metrics, in report order.
 METRICS = ("sdr", "sdri", "si_sdr", "si_sdri", "clap_score")
-#: Where signals are compared (ALGORITHM.md section 4: say which): rate (None: the separated
-#: file's), mono, seconds kept from the start (None: all).
-SCORING: dict[str, tuple[int | None, bool, float | None]] = {
-    "output": (None, False, None),  # the separated file's rate and channels, full length
-    "dgmo": (16_000, True, 10.24),  # DGMO's: 16 kHz mono, the first 10.24 s
-    "audiosep": (32_000, True, None),  # AudioSep's: 32 kHz mono, full clips
+#: How the separated files' references are made in an evaluation: by the diffusion model (DGMO)
+#: or from each row's true source (isolates the mask optimisation).
+ReferenceMode = Literal["diffusion", "true_source"]
+#: The scoring conventions' names (see :data:`SCORING`).
+ScoringName = Literal["output", "dgmo", "audiosep"]
+
+
+class Scoring(NamedTuple):
+    """Where a scoring convention compares signals (ALGORITHM.md section 4: say which).
+
+    Attributes:
+        rate: Sample rate in Hz (None: the separated file's).
+        mono: Whether both signals are mixed to mono.
+        seconds: Seconds kept from the start (None: all).
+        text: The convention in words, for reports.
+    """
+
+    rate: int | None
+    mono: bool
+    seconds: float | None
+    text: str
+
+
+#: The scoring conventions, the one table of them.
+SCORING: dict[str, Scoring] = {
+    "output": Scoring(None, False, None, "the separated files' rate and channels, full length"),
+    "dgmo": Scoring(16_000, True, 10.24, "16 kHz mono, first 10.24 s (the DGMO paper's)"),
+    "audiosep": Scoring(32_000, True, None, "32 kHz mono, full clips (AudioSep's)"),
 }
 
 
@@ -81,7 +103,7 @@ def _align(
     est: torch.Tensor, est_rate: int, ref: torch.Tensor, ref_rate: int, scoring: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`aligned` on waveforms already read: ``[C, N]`` each, with their rates."""
-    rate, mono, seconds = SCORING[scoring]
+    rate, mono, seconds, _ = SCORING[scoring]
     rate = rate or est_rate
     est, ref = fe.resample(est, est_rate, rate), fe.resample(ref, ref_rate, rate)
     if mono or est.shape[0] != ref.shape[0]:
@@ -191,7 +213,8 @@ def write_reports(
     paths = [
         write_text_atomically(output / "results.csv", _csv(results, columns)),
         write_text_atomically(output / "summary.csv", _csv(summary, ["metric", "mean", "median", "count"])),
-        write_text_atomically(output / "summary.md", f"Scored: {scoring} {SCORING[scoring]}\n\n" + markdown(summary)),
+        write_text_atomically(output / "summary.md", f"Scored: {scoring} ({SCORING[scoring].text})\n\n"
+                              f"{markdown(summary)}"),
     ]
     _tensorboard(results, summary, output / "tensorboard")
     return paths

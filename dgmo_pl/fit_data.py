@@ -1,0 +1,82 @@
+"""The data of exactly one fit: its mixture windows and, every round, their references."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+
+from dgmo_pl.errors import InputError
+from dgmo_pl.job import FitPlan, Separation
+from dgmo_pl.recording import Mixture, load_window
+from dgmo_pl.rounds import RoundDataset
+
+#: Gives the fitted module's current output masks, ``[Q, W, F, T]`` (the previous round's, at a round's start).
+MaskReader = Callable[[], torch.Tensor]
+
+
+def check_round_reloading(reload_every_n_epochs: int) -> None:
+    """Rounds are epochs: the trainer must ask for a new data loader (new references) every epoch."""
+    if reload_every_n_epochs != 1:
+        raise InputError(
+            f"trainer.reload_dataloaders_every_n_epochs is {reload_every_n_epochs}, but the references are "
+            "regenerated every round (epoch): set it to 1"
+        )
+
+
+class FitDataModule(LightningDataModule):
+    """Serves one fit's rounds: the windows' mixture magnitude and the round's references.
+
+    Made fresh for each fit by the loop and never re-pointed at other queries or windows. Round
+    ``r``'s references are asked of the run's reference source when the trainer reloads the
+    loader at the round's start; from round 1 on they follow the masks that ``masks`` reads
+    (the fitted module's output masks).
+
+    Args:
+        separation: The run.
+        plan: This fit.
+        masks: Reads the current output masks of the fitted queries, ``[Q, W, F, T]``.
+    """
+
+    def __init__(self, separation: Separation, plan: FitPlan, masks: MaskReader) -> None:
+        super().__init__()
+        self.separation, self.plan, self.masks = separation, plan, masks
+        self._windows: list[Mixture] | None = None
+        self._fixed: torch.Tensor | None = None
+
+    @property
+    def windows(self) -> list[Mixture]:
+        """The fit's mixture windows, prepared (read once per fit)."""
+        if self._windows is None:
+            sep = self.separation
+            self._windows = [load_window(sep.recording, w, sep.spec) for w in self.plan.windows]
+        return self._windows
+
+    def setup(self, stage: str) -> None:
+        """Put the reference source's networks on the fit's device."""
+        if self.trainer is not None:
+            check_round_reloading(self.trainer.reload_dataloaders_every_n_epochs)
+            self.separation.source.to(self.trainer.strategy.root_device)
+
+    def references(self, round_index: int) -> torch.Tensor:
+        """Round ``round_index``'s references: ``[Q, W, K, 1, T, M]``."""
+        source = self.separation.source
+        if not source.follows_masks:
+            if self._fixed is None:
+                self._fixed = source.references(round_index, self.plan.queries, self.windows, None)
+            return self._fixed
+        masks = self.masks() if round_index > 0 else None
+        rounds = self.trainer.max_epochs if self.trainer is not None else None
+        return source.references(round_index, self.plan.queries, self.windows, masks, rounds)
+
+    def train_dataloader(self) -> DataLoader:
+        """The current round's loader (rebuilt every round)."""
+        round_index = self.trainer.current_epoch if self.trainer is not None else 0
+        # Placed on the training device once per round, so the steps copy nothing.
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        magnitude = torch.cat([w.magnitude for w in self.windows])
+        batch = {"mixture_magnitude": magnitude.to(device), "references": self.references(round_index).to(device)}
+        sep = self.separation
+        return DataLoader(RoundDataset(batch, sep.steps_per_round, sep.steps_per_batch), batch_size=None)

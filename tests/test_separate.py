@@ -1,0 +1,133 @@
+"""The loop over fits, ``separate()``: plans, a user's logger, checkpoints that rebuild, failures that leave nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from helpers import REPO, fit, outputs_from_checkpoint
+
+from dgmo_pl.audio.io import write_audio
+from dgmo_pl.data import SeparationDataModule
+from dgmo_pl.job import plan_fits
+from dgmo_pl.model import MaskSeparator
+from dgmo_pl.separate import separate, trainer_factory
+from dgmo_pl.testing.mixing import mix_panned
+
+QUERIES = ["dog barking", "man speaking"]
+FAST = ["--model.lr", "0.1", "--data.steps_per_round", "20", "--trainer.max_epochs", "1"]
+
+
+# --- plans (fast) ------------------------------------------------------------------------------
+
+
+def test_independent_plans_run_each_query_over_every_window_batch() -> None:
+    plans = plan_fits(QUERIES, num_windows=5, windows_per_fit=2)
+    assert [(p.queries, p.windows) for p in plans] == [
+        ((0,), (0, 1)), ((0,), (2, 3)), ((0,), (4,)), ((1,), (0, 1)), ((1,), (2, 3)), ((1,), (4,))]
+    assert [p.version for p in plans[:3]] == [
+        "dog-barking/windows_1-2", "dog-barking/windows_3-4", "dog-barking/windows_5-5"]
+    assert [(p.first, p.last) for p in plans[:3]] == [(True, False), (False, False), (False, True)]
+    assert {p.group for p in plans} == {"dog-barking", "man-speaking"} and all(p.masks == 1 for p in plans)
+
+
+def test_a_joint_plan_fits_all_queries_and_names_the_residual_apart_from_them() -> None:
+    (plan,) = plan_fits(["residual", "dog"], num_windows=1, windows_per_fit=4, joint=True, residual=True)
+    assert plan.queries == (0, 1) and plan.group == plan.version == "joint" and plan.first and plan.last
+    assert plan.outputs == ("residual", "dog", "residual-2") and plan.masks == 3
+
+
+def test_the_library_never_imports_the_app() -> None:
+    """No module of dgmo_pl imports callbacks/ (the app's) or main.py."""
+    pattern = re.compile(r"^\s*(from|import)\s+(callbacks|main)\b", re.MULTILINE)
+    offenders = [str(p) for p in (REPO / "dgmo_pl").rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []
+
+
+# --- whole runs ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def long_pair(shared_audio: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 25 s (three-window) 16 kHz mono 0 dB mixture of dogs and speech, with both sources."""
+    out = tmp_path_factory.mktemp("long")
+    mixture, sources = mix_panned(
+        [shared_audio / "ovos__dogs-barking__1.wav", shared_audio / "whisper__male-speech__1.wav"], 25.0, 16000, 1
+    )
+    return {"mixture": write_audio(out / "mixture.wav", mixture, 16000),
+            "dog": write_audio(out / "dog.wav", sources[0], 16000),
+            "speech": write_audio(out / "speech.wav", sources[1], 16000)}  # fmt: skip
+
+
+def _true_sources(pair: dict[str, Path]) -> list[str]:
+    return ["--data.mixture", str(pair["mixture"]), "--data.queries", json.dumps(QUERIES),
+            "--data.references", json.dumps([[str(pair["dog"])], [str(pair["speech"])]])]  # fmt: skip
+
+
+@pytest.mark.integration
+def test_a_csv_logger_writes_metrics_csv_in_each_fits_folder(long_pair: dict[str, Path], tmp_path: Path) -> None:
+    """``--trainer.logger CSVLogger``: each fit (query, window batch) has its metrics.csv, and no TensorBoard file."""
+    run = fit(tmp_path, *_true_sources(long_pair), *FAST, "--data.windows_per_fit", "2",
+              "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(tmp_path))
+    for name in ("dog-barking", "man-speaking"):
+        for windows in ("windows_1-2", "windows_3-3"):
+            with open(run / name / windows / "metrics.csv", newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            losses = [int(r["step"]) for r in rows if r.get("loss/train")]
+            assert losses == list(range(20)), (name, windows)
+        assert (run / name / f"{name}.wav").is_file()
+    assert not list(run.rglob("events.out.tfevents*"))
+
+
+@pytest.mark.integration
+def test_a_joint_three_window_checkpoint_rebuilds_the_same_masks(long_pair: dict[str, Path], tmp_path: Path) -> None:
+    """A joint fit of 2 queries + residual over 3 windows: the checkpoint alone remakes all three files exactly."""
+    run = fit(tmp_path, *_true_sources(long_pair), *FAST, "--data.windows_per_fit", "3", "--model.joint", "true",
+              "--model.residual", "true")
+    (ckpt,) = (run / "joint" / "checkpoints").glob("*.ckpt")
+    module = MaskSeparator.load_from_checkpoint(ckpt, map_location="cpu")
+    assert tuple(module.mask_logits.shape) == (3, 3, 513, 1024)
+    names = ["dog-barking", "man-speaking", "residual"]
+    remade = outputs_from_checkpoint(ckpt, long_pair["mixture"], tmp_path / "remade", names)
+    for name in names:
+        written = sf.read(str(run / "joint" / f"{name}.wav"), dtype="int16")[0]
+        assert np.array_equal(sf.read(str(remade[name]), dtype="int16")[0], written), name
+
+
+@pytest.mark.integration
+def test_separate_from_python_writes_the_outputs_and_returns_them(long_pair: dict[str, Path], tmp_path: Path) -> None:
+    """No command line: settings, a Separation, a module and a trainer factory; one file of the input's length."""
+    data = SeparationDataModule(mixture=str(long_pair["mixture"]), query="dog barking",
+                                references=[str(long_pair["dog"])], steps_per_round=20, cache_dir=None)
+    separation = data.separation()
+    trainers = trainer_factory(tmp_path, max_epochs=1, enable_progress_bar=False, enable_checkpointing=False)
+    result = separate(separation, MaskSeparator(lr=0.1, spec=separation.spec), trainers, tmp_path)
+    assert result.outputs == {"dog-barking": tmp_path / "dog-barking" / "dog-barking.wav"}
+    assert result.written == [result.outputs["dog-barking"]]
+    assert sf.info(str(result.outputs["dog-barking"])).frames == sf.info(str(long_pair["mixture"])).frames
+    assert (tmp_path / "dog-barking" / "hparams.yaml").is_file()  # three windows, one fit (4 per fit)
+
+
+@pytest.mark.integration
+def test_a_failed_fit_leaves_no_partial_file(long_pair: dict[str, Path], tmp_path: Path) -> None:
+    """The last window batch's fit fails: the half-assembled output (and its temporary file) is removed."""
+    data = SeparationDataModule(mixture=str(long_pair["mixture"]), query="dog barking",
+                                references=[str(long_pair["dog"])], steps_per_round=5, windows_per_fit=1,
+                                cache_dir=None)  # fmt: skip
+    separation = data.separation()
+    make = trainer_factory(tmp_path, max_epochs=1, enable_progress_bar=False, enable_checkpointing=False)
+
+    def failing(plan, callbacks):
+        if plan.last:
+            raise RuntimeError("out of memory (simulated)")
+        return make(plan, callbacks)
+
+    with pytest.raises(RuntimeError, match="simulated"):
+        separate(separation, MaskSeparator(spec=separation.spec), failing, tmp_path)
+    assert not [p for p in tmp_path.rglob("*.wav")]
+    assert (tmp_path / "dog-barking" / "windows_2-2").is_dir()  # the earlier fits ran
