@@ -28,7 +28,7 @@ Usage::
     python benchmarks/long_recording_memory.py --minutes 1,3 --modes true-source
     python benchmarks/long_recording_memory.py --threads 0 --keep /tmp/long-recordings
 
-Each fit's trainer and mask module refer to each other; ``DGMOCLI.fit`` collects them after
+Each fit's trainer and mask module refer to each other; ``separate()`` collects them after
 every fit, since Python's collector would otherwise let about 33 MiB per fit (at 4 windows per
 fit) pile up across the fits of a long recording.
 
