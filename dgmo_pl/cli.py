@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import pickle
 import sys
 import warnings
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import Logger
 
+from dgmo_pl.checkpoints import check_mask_shape, model_settings, read_checkpoint
 from dgmo_pl.data import SeparationDataModule
 from dgmo_pl.errors import InputError
 from dgmo_pl.evaluation.manifest import load_rows
@@ -127,6 +127,8 @@ class DGMOCLI(LightningCLI):
         self.app_callbacks = dict(app_callbacks or {})
         #: Trainer settings that override the configured ones in every fit (an evaluation's shards).
         self.fit_settings: dict[str, Any] = {}
+        #: The ``--ckpt_path`` checkpoint, read once (see :meth:`_parse_ckpt_path`).
+        self.checkpoint: dict[str, Any] | None = None
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -135,15 +137,19 @@ class DGMOCLI(LightningCLI):
         return {**LightningCLI.subcommands(), "references": {"model", "datamodule"}}
 
     def _parse_ckpt_path(self) -> None:
-        """Refuse a ``--ckpt_path`` that is not a checkpoint, with a named error."""
-        try:
-            super()._parse_ckpt_path()
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as err:
-            ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
-            raise InputError(
-                f"--ckpt_path '{ckpt_path}' is not a readable checkpoint ({type(err).__name__}): pass a .ckpt "
-                "from a run's checkpoints/ folder"
-            ) from None
+        """Read ``--ckpt_path`` safely (plain tensors only) and take the module's settings from it.
+
+        As LightningCLI does, the checkpoint's settings (learning rate, threshold, joint masks)
+        replace the configured ones; the mask's sizes and front end are the run's own, checked
+        against the checkpoint before the fit (:meth:`before_fit`).
+        """
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return  # none, or a name ("last") or a missing file: before_fit says which
+        self.checkpoint = read_checkpoint(ckpt_path)
+        if settings := model_settings(self.checkpoint):
+            self.config = self.parser.parse_object({subcommand: {"model": settings}}, self.config)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Add DGMO's argument groups, links and defaults."""
@@ -170,7 +176,7 @@ class DGMOCLI(LightningCLI):
         """Builds each fit's trainer from the configuration, with fresh callbacks and loggers in ``folder``."""
 
         def make(plan: FitPlan, extra: list[Callback]) -> Trainer:
-            init = self._section(self.parser.instantiate_classes(self.config))
+            init = self._section(self.parser.instantiate(self.config))
             config = {**init["trainer"], **TRAINER_INVARIANTS, **self.fit_settings}
             config["logger"] = fit_loggers(self._section(self.config)["trainer"]["logger"], folder, plan.version)
             config["callbacks"] = [*(config.get("callbacks") or []), *extra]
@@ -200,13 +206,17 @@ class DGMOCLI(LightningCLI):
             raise InputError("--model.joint true needs two or more queries, or --model.residual true: "
                              "pass --data.queries, or drop --model.joint")
         separation = self.datamodule.separation()
-        fits = len(separation.plans(bool(self.model.hparams.joint), bool(self.model.hparams.residual)))
-        if ckpt_path and fits > 1:
+        plans = separation.plans(bool(self.model.hparams.joint), bool(self.model.hparams.residual))
+        if ckpt_path and len(plans) > 1:
             raise InputError(
-                f"--ckpt_path resumes one fit, but the mixture takes {fits} fits of "
+                f"--ckpt_path resumes one fit, but the mixture takes {len(plans)} fits of "
                 f"{self.datamodule.hparams.windows_per_fit} windows: resume a recording that fits in one "
                 "(raise --data.windows_per_fit)"
             )
+        if ckpt_path and self.checkpoint is not None:
+            spec = separation.spec
+            check_mask_shape(self.checkpoint, (plans[0].masks, len(plans[0].windows), spec.n_freq, spec.n_frames),
+                             ckpt_path)  # fmt: skip
 
     def fit(self, model: MaskSeparator, datamodule: SeparationDataModule, ckpt_path: str | None = None,
             **kwargs: Any) -> None:  # fmt: skip

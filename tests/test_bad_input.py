@@ -206,7 +206,7 @@ def test_a_checkpoint_resumes_one_fit_of_windows(files: dict[str, Path], tmp_pat
 
     long = _wav(tmp_path / "long.wav", np.tile(np.random.default_rng(1).normal(0, 0.1, 16000), 30).astype(np.float32))
     ckpt = tmp_path / "mask.ckpt"
-    torch.save({"state_dict": {}}, ckpt)
+    torch.save({"state_dict": {"mask_logits": torch.zeros(1, 1, 513, 1024)}}, ckpt)
     err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(long),
                               "--data.references", f"[{long}]", "--data.windows_per_fit", "1",
                               "--ckpt_path", str(ckpt))
@@ -219,7 +219,7 @@ def test_a_checkpoint_resumes_one_query(tiny_model: Path, files: dict[str, Path]
     import torch
 
     ckpt = tmp_path / "mask.ckpt"
-    torch.save({"state_dict": {}}, ckpt)
+    torch.save({"state_dict": {"mask_logits": torch.zeros(1, 1, 513, 1024)}}, ckpt)
     err = run_expecting_error(tmp_path / "logs", capsys, "--data.mixture", str(files["good"]),
                               "--data.model", str(tiny_model), "--data.queries", '["a", "b"]',
                               "--ckpt_path", str(ckpt))

@@ -131,3 +131,42 @@ def test_a_failed_fit_leaves_no_partial_file(long_pair: dict[str, Path], tmp_pat
         separate(separation, MaskSeparator(spec=separation.spec), failing, tmp_path)
     assert not [p for p in tmp_path.rglob("*.wav")]
     assert (tmp_path / "dog-barking" / "windows_2-2").is_dir()  # the earlier fits ran
+
+
+# --- resuming one fit from the command line --------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_fit_resumed_from_its_round_checkpoint_ends_with_the_uninterrupted_file(
+    speech_dog_pair: dict[str, Path], tmp_path: Path
+) -> None:
+    """One round, then ``--ckpt_path`` for the second: the same separated file, byte for byte, as two rounds at once."""
+    args = ["--data.mixture", str(speech_dog_pair["mixture"]), "--data.references",
+            json.dumps([str(speech_dog_pair["dog"])]), "--model.lr", "0.1", "--data.steps_per_round", "10"]
+    whole = fit(tmp_path / "whole", *args, "--trainer.max_epochs", "2")
+    first = fit(tmp_path / "first", *args, "--trainer.max_epochs", "1")
+    (ckpt,) = (first / "dog-barking" / "checkpoints").glob("*.ckpt")
+    resumed = fit(tmp_path / "resumed", *args, "--trainer.max_epochs", "2", "--ckpt_path", str(ckpt))
+    name = Path("dog-barking") / "dog-barking.wav"
+    assert (resumed / name).read_bytes() == (whole / name).read_bytes()
+    assert (resumed / name).read_bytes() != (first / name).read_bytes()
+
+
+@pytest.mark.integration
+def test_a_checkpoint_of_another_recording_is_refused_by_its_mask_shape(
+    speech_dog_pair: dict[str, Path], long_pair: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A three-window fit's checkpoint given to a one-window run: one line naming both shapes, exit 2, no run."""
+    long_run = fit(tmp_path / "long", "--data.mixture", str(long_pair["mixture"]), "--data.references",
+                   json.dumps([str(long_pair["dog"])]), *FAST)
+    (ckpt,) = (long_run / "dog-barking" / "checkpoints").glob("*.ckpt")
+    root = tmp_path / "short"
+    with pytest.raises(SystemExit) as exit_:
+        fit(root, "--data.mixture", str(speech_dog_pair["mixture"]), "--data.references",
+            json.dumps([str(speech_dog_pair["dog"])]), *FAST, "--ckpt_path", str(ckpt))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"error: --ckpt_path '{ckpt}' holds a mask of shape [1, 3, 513, 1024] but this run fits "
+                   "[1, 1, 513, 1024] (masks, windows, frequency bins, frames): it was made for another model, "
+                   "query count or recording; pass this run's checkpoint")
+    assert not list(root.rglob("*.wav"))
