@@ -10,6 +10,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from dgmo_pl.audio.frontend import diffusion_log_mel, from_model_layout
+from dgmo_pl.errors import InputError
 
 
 def _picture(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -41,7 +42,7 @@ class MaskMonitor(Callback):
 
     def __init__(self, every_n_steps: int = 10) -> None:
         if every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be at least 1, got {every_n_steps}")
+            raise InputError(f"every_n_steps must be at least 1, got {every_n_steps}: fix --monitor.every_n_steps")
         self.every_n_steps = every_n_steps
         self._last_round_mask: torch.Tensor | None = None
         self._batch: Mapping[str, torch.Tensor] | None = None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from dgmo_pl.errors import InputError
 
@@ -62,3 +65,30 @@ def check_mask_shape(checkpoint: dict[str, Any], expected: tuple[int, ...], path
             "(masks, windows, frequency bins, frames): it was made for another model, query count or "
             "recording; pass this run's checkpoint"
         )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, writing to a temporary file that replaces the checkpoint when complete.
+
+    A full disk or a kill mid-write never leaves a truncated ``.ckpt`` (or ``last.ckpt``) behind,
+    and a failed write is an ``OSError`` that names the file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        """Write ``checkpoint`` to ``path`` through a temporary file in the same folder."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        except OSError as err:  # name the checkpoint, not the temporary file (or no file at all)
+            Path(tmp).unlink(missing_ok=True)
+            raise OSError(err.errno, f"could not write the checkpoint ({err.strerror or err})", str(path)) from None
+        except RuntimeError as err:  # torch's writer reports a failed write(2) as a RuntimeError
+            Path(tmp).unlink(missing_ok=True)
+            raise OSError(f"could not write the checkpoint '{path}' ({str(err).splitlines()[0]})") from None
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

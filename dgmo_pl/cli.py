@@ -6,6 +6,7 @@ The command line only parses, checks and wires: the work is :func:`~dgmo_pl.sepa
 
 from __future__ import annotations
 
+import errno
 import importlib
 import inspect
 import sys
@@ -14,12 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonargparse import Namespace
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import Logger
 
-from dgmo_pl.checkpoints import check_mask_shape, model_settings, read_checkpoint
+from dgmo_pl.checkpoints import AtomicCheckpointIO, check_mask_shape, model_settings, read_checkpoint
+from dgmo_pl.checks import check_folder, check_trainer
 from dgmo_pl.data import SeparationDataModule
 from dgmo_pl.errors import InputError
 from dgmo_pl.evaluation.manifest import load_rows
@@ -36,32 +40,21 @@ from dgmo_pl.evaluation.runner import (
     write_reports,
 )
 from dgmo_pl.evaluation.shards import launch, single_device_trainer_settings
-from dgmo_pl.fit_data import check_round_reloading
 from dgmo_pl.job import FitPlan
 from dgmo_pl.model import MaskSeparator
 from dgmo_pl.output import OutputSettings
 from dgmo_pl.separate import TRAINER_INVARIANTS, SeparationResult, TrainerFactory, separate
 
-#: Precisions that would store the mask itself in 16 bits (its small Adam updates then vanish).
-LOW_PRECISION_WEIGHTS = ("bf16-true", "16-true", "transformer-engine", "transformer-engine-float16")
 #: Callback groups an application adds to the command line (``{"monitor": MaskMonitor}``).
 AppCallbacks = Mapping[str, type[Callback]]
 
 
-def check_trainer(trainer: Trainer) -> None:
-    """Refuse trainer settings that would break the method or mix runs' outputs."""
-    if trainer.logger is None:
-        raise InputError(
-            "trainer.logger is off, but each run's outputs go in the logger's new version folder: "
-            "keep the default logger (TensorBoard) or configure another"
-        )
-    check_round_reloading(trainer.reload_dataloaders_every_n_epochs)
-    precision = str(trainer.precision)
-    if precision in LOW_PRECISION_WEIGHTS:
-        raise InputError(
-            f"trainer.precision {precision} would keep the mask in 16 bits: use bf16-mixed or 16-mixed, "
-            "which keep the mask in fp32"
-        )
+def with_atomic_checkpoints(plugins: Any) -> list[Any]:
+    """The configured trainer plugins, plus :class:`AtomicCheckpointIO` unless one writes checkpoints already."""
+    listed = list(plugins) if isinstance(plugins, list | tuple) else [plugins] if plugins else []
+    if any(isinstance(p, CheckpointIO) for p in listed):
+        return listed
+    return [*listed, AtomicCheckpointIO()]
 
 
 def _one(_: object) -> int:
@@ -180,6 +173,7 @@ class DGMOCLI(LightningCLI):
             config = {**init["trainer"], **TRAINER_INVARIANTS, **self.fit_settings}
             config["logger"] = fit_loggers(self._section(self.config)["trainer"]["logger"], folder, plan.version)
             config["callbacks"] = [*(config.get("callbacks") or []), *extra]
+            config["plugins"] = with_atomic_checkpoints(config.get("plugins"))
             return self._instantiate_trainer(config, [init[key] for key in self.app_callbacks])
 
         return make
@@ -194,6 +188,7 @@ class DGMOCLI(LightningCLI):
     def before_fit(self) -> None:
         """Check the settings and every input before any work starts (bad input leaves no partial run)."""
         check_trainer(self.trainer)
+        check_folder(self.trainer.log_dir, "the run folder (--trainer.default_root_dir or the logger's save_dir)")
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
             raise InputError(f"checkpoint '{ckpt_path}' does not exist: pass an existing --ckpt_path")
@@ -268,16 +263,27 @@ class EvaluateCLI(DGMOCLI):
         parser.add_argument("--scoring", type=ScoringName, default="output",
                             help=f"where signals are compared: {conventions}")
 
+    def _row_settings(self) -> dict[str, Any]:
+        """Every setting a row's result depends on (a row scored under other settings is done again)."""
+        c = self.config
+        per_row = ("mixture", "query", "queries", "references", "cache_dir")
+        data = {k: v for k, v in c.data.as_dict().items() if k not in per_row}
+        return {"model": c.model.as_dict(), "data": data, "audio": c.audio.as_dict(),
+                "rounds": c.trainer.max_epochs, "precision": str(c.trainer.precision), "seed": c.seed_everything,
+                "reference_source": c.reference_source, "clap_model": c.clap_model}  # fmt: skip
+
     def evaluate(self) -> None:
         """Evaluate the manifest; exit status 1 if any row failed."""
         check_trainer(self.trainer)
         c = self.config
         rows = load_rows(c.manifest)
+        output = check_folder(
+            c.output_dir or Path(self.trainer.default_root_dir) / "evaluation" / Path(c.manifest).stem,
+            "--output_dir" if c.output_dir else "--trainer.default_root_dir",
+        )
         if c.reference_source == "true_source" and (missing := [r.id for r in rows if r.source is None]):
             raise InputError(f"--reference_source true_source needs a source for every row; rows {missing[:5]} "
                              "have none: add a source column or use --reference_source diffusion")
-        output = Path(c.output_dir) if c.output_dir else Path(self.trainer.default_root_dir) / "evaluation" / Path(
-            c.manifest).stem
         scorer = ClapScorer.load(c.clap_model) if c.clap_model else None
         if c.clap_model and scorer is None:
             print(f"CLAPScore skipped: {ClapScorer.last_error}")
@@ -294,7 +300,8 @@ class EvaluateCLI(DGMOCLI):
         if fabric.world_size > 1:
             self.fit_settings = single_device_trainer_settings(fabric)
         mine = shard(rows, fabric.global_rank, fabric.world_size)
-        evaluate_rows(mine, output, separate_row, scorer, process=fabric.global_rank, scoring=c.scoring)
+        evaluate_rows(mine, output, separate_row, scorer, process=fabric.global_rank, scoring=c.scoring,
+                      settings=self._row_settings())
         fabric.barrier()
         if fabric.global_rank:
             return  # rank 0 merges and reports
@@ -309,8 +316,43 @@ class EvaluateCLI(DGMOCLI):
             raise SystemExit(1)
 
 
+def check_config_files(argv: list[str]) -> None:
+    """Refuse a ``--config`` file that is missing or not YAML, naming the file, line and column."""
+    paths = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
+    paths += [arg.removeprefix("--config=") for arg in argv if arg.startswith("--config=")]
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputError(f"--config '{path}' does not exist: pass a YAML file such as configs/dgmo.yaml")
+        try:
+            yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise InputError(f"--config '{path}' is not UTF-8 text: pass a YAML file") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise InputError(f"--config '{path}'{where}: not valid YAML ({problem}): fix that line") from None
+
+
+def describe_os_error(err: OSError) -> str:
+    """A file-system failure in one line: what failed, where, and what to do."""
+    what = err.strerror or str(err)
+    where = f" '{err.filename}'" if err.filename else ""
+    advice = {
+        errno.ENOSPC: "free some space, or write elsewhere (--trainer.default_root_dir, --data.cache_dir)",
+        errno.EFBIG: "a file size limit was reached (ulimit -f): raise it, or write elsewhere",
+        errno.EACCES: "check the permissions of that folder, or write elsewhere",
+        errno.EPERM: "check the permissions of that folder, or write elsewhere",
+        errno.EROFS: "the file system is read-only: write elsewhere (--trainer.default_root_dir)",
+    }.get(err.errno, "check the free space and permissions of the folders the run writes")
+    return f"{what}{where}: {advice}; nothing partial was kept"
+
+
 def main(args: ArgsType = None, app_callbacks: AppCallbacks | None = None) -> None:
     """Run the command line; user mistakes end with a one-line message and exit status 2.
+
+    A failure of the file system (a full disk, a read-only folder) ends with one line and exit
+    status 1; the atomic writers have removed what was half written.
 
     Args:
         args: The arguments (default: ``sys.argv[1:]``); ``evaluate ...`` runs :class:`EvaluateCLI`.
@@ -321,6 +363,7 @@ def main(args: ArgsType = None, app_callbacks: AppCallbacks | None = None) -> No
     options = {"save_config_kwargs": {"overwrite": False}, "auto_configure_optimizers": False,
                "app_callbacks": app_callbacks}  # fmt: skip
     try:
+        check_config_files(argv or [])
         if argv and argv[0] == "evaluate":
             EvaluateCLI(argv[1:], **options).evaluate()
         else:
@@ -329,3 +372,6 @@ def main(args: ArgsType = None, app_callbacks: AppCallbacks | None = None) -> No
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as err:
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lightning.pytorch import LightningDataModule
 
+from dgmo_pl.checks import check_folder
 from dgmo_pl.diffusion.backbones import Backbone, infer_backbone
 from dgmo_pl.diffusion.cache import TensorCache
 from dgmo_pl.diffusion.loading import model_revision
@@ -130,9 +131,9 @@ class SeparationDataModule(LightningDataModule):
                 num_references, ddim_steps, noise_level, guidance_scale, denoising_offset
             )
             ReferenceGenerator.check_runtime(precision, attention, max_batch)
-        except ValueError as err:
-            raise InputError(f"{err}: fix the --data setting") from None
-        self.cache = TensorCache(cache_dir)
+        except ValueError as err:  # each message starts with the setting's name
+            raise InputError(f"{err}: fix --data.{str(err).split()[0]}") from None
+        self.cache = TensorCache(check_folder(cache_dir, "--data.cache_dir") if cache_dir is not None else None)
         self._provider: ReferenceProvider | None = None
         self._separation: Separation | None = None
 

@@ -8,22 +8,13 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from dgmo_pl.errors import InputError
+from dgmo_pl.checks import check_round_reloading
 from dgmo_pl.job import FitPlan, Separation
 from dgmo_pl.recording import Mixture, load_window
 from dgmo_pl.rounds import RoundDataset
 
 #: Gives the fitted module's current output masks, ``[Q, W, F, T]`` (the previous round's, at a round's start).
 MaskReader = Callable[[], torch.Tensor]
-
-
-def check_round_reloading(reload_every_n_epochs: int) -> None:
-    """Rounds are epochs: the trainer must ask for a new data loader (new references) every epoch."""
-    if reload_every_n_epochs != 1:
-        raise InputError(
-            f"trainer.reload_dataloaders_every_n_epochs is {reload_every_n_epochs}, but the references are "
-            "regenerated every round (epoch): set it to 1"
-        )
 
 
 class FitDataModule(LightningDataModule):

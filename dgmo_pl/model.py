@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -67,8 +68,11 @@ class MaskSeparator(LightningModule):
         windows: int = 1,
     ) -> None:
         super().__init__()
-        if not lr > 0:
+        if not (lr > 0 and math.isfinite(lr)):
             raise InputError(f"lr {lr} must be positive: fix --model.lr")
+        if not math.isfinite(mask_init):
+            raise InputError(f"mask_init {mask_init} must be a finite number (a logit; 3.0 is the paper's): "
+                             "fix --model.mask_init")
         if not 0.0 < threshold <= 1.0:
             raise InputError(f"threshold {threshold} must be in (0, 1]: fix --model.threshold")
         if residual and not joint:

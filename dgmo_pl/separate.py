@@ -13,6 +13,8 @@ from typing import Any
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
+from dgmo_pl.checkpoints import AtomicCheckpointIO
+from dgmo_pl.checks import check_folder, check_trainer
 from dgmo_pl.export import SeparatedAudioWriter
 from dgmo_pl.fit_data import FitDataModule, MaskReader
 from dgmo_pl.job import FitPlan, Separation
@@ -82,7 +84,7 @@ def trainer_factory(
     def make(plan: FitPlan, extra: list[Callback]) -> Trainer:
         return Trainer(
             logger=loggers(folder, plan.version), callbacks=[*callbacks(), *extra], default_root_dir=folder,
-            **{**settings, **TRAINER_INVARIANTS},
+            plugins=[AtomicCheckpointIO()], **{**settings, **TRAINER_INVARIANTS},
         )  # fmt: skip
 
     return make
@@ -108,8 +110,9 @@ def separate(
     4. ``trainer.fit``; the writer puts the fit's windows into the run's output sink, which
        moves each file into place once its last window is in.
 
-    If a fit fails, the unfinished files are removed (earlier complete files stay) and the error
-    propagates.
+    Each fit's trainer is checked (:func:`~dgmo_pl.checks.check_trainer`) before it runs, and the
+    folder before anything. If a fit fails, the unfinished files are removed (earlier complete
+    files stay) and the error propagates.
 
     Args:
         separation: The run (recording, queries, reference source).
@@ -123,7 +126,7 @@ def separate(
     Returns:
         The files written.
     """
-    folder = Path(folder)
+    folder = check_folder(folder, "the run folder")
     plans = separation.plans(bool(model.hparams.joint), bool(model.hparams.residual))
     if ckpt_path is not None and len(plans) > 1:
         raise ValueError(f"a checkpoint resumes one fit, but this run takes {len(plans)}")
@@ -147,6 +150,7 @@ def _fit(
     data = make_data(separation, plan, module.thresholded_mask)
     with quiet_banners():
         trainer = make_trainer(plan, [SeparatedAudioWriter(sink, plan)])
+        check_trainer(trainer)
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     # A finished fit's trainer, module and optimiser refer to each other: free their tensors now,
     # or they pile up across the fits of a long recording until Python's collector runs.

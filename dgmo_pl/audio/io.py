@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,7 +144,33 @@ def _open_audio(path: Path, what: str) -> Iterator[_Reader]:
     with _decoding(path, what):
         file = _Reader(str(path))
     with file:
+        _check_complete(file, path, what)
         yield file
+
+
+#: libsndfile's note on a data chunk shorter than its header says: ``data : 64000 (should be 31978)``.
+_SHORT_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+#: Sizes that streaming writers put in a header they cannot go back to fill (no length known).
+_UNKNOWN_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFFFFFFF - 8}
+
+
+def _check_complete(file: _Reader, path: Path, what: str) -> None:
+    """Refuse a file whose header announces more audio than it holds (an interrupted copy or download).
+
+    libsndfile reads what is there and notes the difference in its log; separating the shorter
+    file without a word would hand back a shorter output than the recording the user meant.
+    """
+    found = _SHORT_CHUNK.search(file.extra_info or "")
+    if not found:
+        return
+    announced, present = int(found[1]), int(found[2])
+    if announced in _UNKNOWN_SIZES or announced <= present:
+        return
+    seconds = file.frames / file.samplerate
+    raise InputError(
+        f"{what} '{path}' is truncated: its header announces {announced} bytes of audio but the file holds "
+        f"{present} ({seconds:.3f} s): copy or download it again, or re-export it to rewrite its header"
+    )
 
 
 def _read_into(file: _Reader, out: np.ndarray, path: Path, what: str) -> np.ndarray:
@@ -353,7 +380,11 @@ class AudioWriter:
         return self
 
     def _samples(self, block: torch.Tensor) -> np.ndarray:
-        """Check a block and return it clipped to [-1, 1] as ``[frames, channels]`` float32."""
+        """Check a block and return it as ``[frames, channels]`` float32, clipped to [-1, 1] for PCM.
+
+        A ``FLOAT`` file holds values beyond full scale, so nothing is clipped there (outputs that
+        add up to a float input peaking above 1 still do).
+        """
         data = torch.as_tensor(block).detach().cpu().float()
         if data.dim() == 1 and self.channels == 1:
             data = data.unsqueeze(0)
@@ -363,6 +394,8 @@ class AudioWriter:
         samples = data.numpy().T
         if not _finite(samples):
             raise ValueError(f"refusing to write NaN or infinite samples to '{self.path}'")
+        if self.subtype == "FLOAT":
+            return np.ascontiguousarray(samples, dtype=np.float32)
         return np.clip(samples, -1.0, 1.0, out=np.empty(samples.shape, dtype=np.float32))
 
     def write(self, block: torch.Tensor) -> None:
@@ -370,16 +403,20 @@ class AudioWriter:
 
         Args:
             block: ``[channels, n]`` (or ``[n]`` for a mono file) float samples; values are
-                clipped to [-1, 1].
+                clipped to [-1, 1] in PCM files.
 
         Raises:
             ValueError: The block has another shape or NaN/inf values (nothing is written), or
                 the writer is not open.
+            OSError: The file system refused the write (a full disk, a file size limit).
         """
         if self._file is None:
             raise ValueError(f"the writer of '{self.path}' is not open: write inside its with block")
         data = self._samples(block)
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except sf.LibsndfileError as err:  # libsndfile reports a failed write(2) as its own error
+            raise OSError(f"could not write audio to '{self.path}' ({err})") from None
         self.frames += data.shape[0]
 
     def __exit__(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 from huggingface_hub import snapshot_download
 from huggingface_hub.utils import validate_repo_id
+from safetensors import SafetensorError
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from dgmo_pl.diffusion.cache import folder_digest
@@ -102,11 +104,17 @@ def has_part(model: str, subfolder: str) -> bool:
     return not Path(model).is_dir() or (Path(model) / subfolder).is_dir()
 
 
+#: What loading a damaged or foreign component raises: missing or truncated files, bad JSON, a pickled
+#: ``.bin`` holding more than tensors (refused by torch's weights-only loading: no code runs from it).
+LOAD_ERRORS = (OSError, ValueError, json.JSONDecodeError, pickle.UnpicklingError, EOFError, RuntimeError,
+               SafetensorError)  # fmt: skip
+
+
 def load_part(cls: Any, model: str, subfolder: str, backbone: str, **kwargs: Any) -> Any:
     """``cls.from_pretrained(model, subfolder=...)``, or a :class:`ModelLoadError` that says what to do."""
     try:
         return cls.from_pretrained(model, subfolder=subfolder, **kwargs)
-    except (OSError, ValueError, json.JSONDecodeError) as err:
+    except LOAD_ERRORS as err:
         raise load_error(model, subfolder, backbone, err) from None
 
 

@@ -60,6 +60,8 @@ class GenerationConfig:
             raise ValueError(f"ddim_steps must be at least 2, got {self.ddim_steps}")
         if not 0.0 < self.noise_level <= 1.0:
             raise ValueError(f"noise_level must be in (0, 1], got {self.noise_level}")
+        if not (math.isfinite(self.guidance_scale) and self.guidance_scale >= 0):
+            raise ValueError(f"guidance_scale must be a finite number, 0 or more, got {self.guidance_scale}")
         if self.denoising_offset not in get_args(DenoisingOffset):
             raise ValueError(
                 f"denoising_offset must be one of {', '.join(get_args(DenoisingOffset))}, got {self.denoising_offset!r}"

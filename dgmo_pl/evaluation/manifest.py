@@ -27,6 +27,7 @@ __all__ = [
     "AUDIOSEP_BENCHMARKS",
     "Row",
     "audiosep_benchmarks",
+    "check_id",
     "load_rows",
     "read_audiosep",
     "read_manifest",
@@ -34,6 +35,24 @@ __all__ = [
 
 #: Columns a manifest must have.
 REQUIRED_COLUMNS = ("mixture", "query")
+#: What a row id may be: a plain name (it names the row's folder), never a path.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=,+-]{0,119}")
+#: Names Windows reserves for devices (an id names a folder on any file system).
+_RESERVED_IDS = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+
+
+def check_id(row_id: str, where: str) -> str:
+    """``row_id`` if it is a plain name; otherwise an InputError that says where it is and why.
+
+    A manifest is untrusted input: its ids become folder names under the evaluation's output, so
+    an id must not be a path (``../x``, ``.``, ``a/b``) or anything a file system treats specially.
+    """
+    if not ID_PATTERN.fullmatch(row_id) or row_id.split(".")[0].lower() in _RESERVED_IDS:
+        raise InputError(
+            f"{where}: id {row_id!r} is not a plain name (1 to 120 letters, digits and . _ = , + -, starting with "
+            "a letter or digit; ids name folders, never paths): rename it"
+        )
+    return row_id
 
 
 @dataclass(frozen=True)
@@ -161,7 +180,8 @@ def read_manifest(path: str | os.PathLike) -> list[Row]:
 
     Raises:
         InputError: The file is missing or not CSV; it lacks a required column (the message
-            lists the columns found); a row has an empty mixture or query cell; an id repeats;
+            lists the columns found); it has no rows; a row has an empty mixture or query cell; an
+            id repeats or is not a plain name (:func:`check_id`);
             or a mixture or source file does not exist. Each names the file and the line.
     """
     path = Path(path)
@@ -203,13 +223,16 @@ def read_manifest(path: str | os.PathLike) -> list[Row]:
         lines.append(record.line)
 
     explicit = [(row_id, line) for row_id, line in zip(given_ids, lines, strict=True) if row_id]
+    for row_id, line in explicit:
+        check_id(row_id, f"{what} '{path}', line {line}")
     _check_unique_ids([i for i, _ in explicit], [line for _, line in explicit], path, what)
     unnamed = [k for k, row_id in enumerate(given_ids) if not row_id]
     generated = _default_ids([f"{mixtures[k].stem} {queries[k]}" for k in unnamed], {i for i, _ in explicit})
     ids = list(given_ids)
     for k, row_id in zip(unnamed, generated, strict=True):
         ids[k] = row_id
-    return [Row(i, m, q, s) for i, m, q, s in zip(ids, mixtures, queries, sources, strict=True)]
+    rows = [Row(i, m, q, s) for i, m, q, s in zip(ids, mixtures, queries, sources, strict=True)]
+    return _check_not_empty(rows, path, what)
 
 
 # --- AudioSep's benchmark -----------------------------------------------------------------------
@@ -357,6 +380,7 @@ def _read_benchmark(bench: _Benchmark, csv_path: Path, clips: Path) -> list[Row]
                 f"{len(bench.header)} ({','.join(bench.header)}): fix that line"
             )
         row_id, mixture, query, source = bench.parse(record.cells, record.line)
+        check_id(row_id, f"{what} '{csv_path}', line {record.line}")
         if not query:
             raise InputError(
                 f"{what} '{csv_path}', line {record.line}: the query ({bench.header[1]}) is empty: fill it in"
@@ -369,6 +393,12 @@ def _read_benchmark(bench: _Benchmark, csv_path: Path, clips: Path) -> list[Row]
         ))
         lines.append(record.line)
     _check_unique_ids([row.id for row in rows], lines, csv_path, what)
+    return rows
+
+
+def _check_not_empty(rows: list[Row], path: Path, what: str) -> list[Row]:
+    if not rows:
+        raise InputError(f"{what} '{path}' has a header but no rows: add one line per mixture and query")
     return rows
 
 
@@ -455,7 +485,7 @@ def read_audiosep(folder: str | os.PathLike, benchmarks: Sequence[str] | None = 
     rows: list[Row] = []
     for name in (n for n in AUDIOSEP_BENCHMARKS if n in wanted and n in found):
         rows += _read_benchmark(by_name[name], *found[name])
-    return rows
+    return _check_not_empty(rows, folder, "AudioSep evaluation folder")
 
 
 def load_rows(path: str | os.PathLike) -> list[Row]:

@@ -2,23 +2,28 @@
 
 Each row's results live in ``<output>/rows/<id>/``: the separation run, and ``metrics.json``
 (written last, atomically) once the row is done, or ``error.json`` if it failed. A re-run skips
-the rows that have ``metrics.json`` and retries the others, so an interrupted evaluation finishes
-where it stopped. Rows are sharded across processes by index (``rank::world``); any process can
+the rows whose ``metrics.json`` was made from the same files, query and settings, and does the
+others again, so an interrupted evaluation finishes where it stopped and a changed row is never
+reported with its old scores. Ids are plain names (checked), so nothing outside ``rows/`` is
+touched. Rows are sharded across processes by index (``rank::world``); any process can
 then merge what is on disk into the reports.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
 import os
+import re
 import shutil
 import statistics
 import tempfile
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -26,7 +31,7 @@ import torch
 
 from dgmo_pl.audio import frontend as fe
 from dgmo_pl.audio.io import read_audio
-from dgmo_pl.evaluation.manifest import Row
+from dgmo_pl.evaluation.manifest import Row, check_id
 from dgmo_pl.evaluation.metrics import ClapScorer, separation_metrics
 
 #: Separates one row into a folder; returns the separated file.
@@ -79,8 +84,66 @@ def write_text_atomically(path: Path, text: str) -> Path:
 
 
 def row_folder(output: Path, row: Row) -> Path:
-    """The folder of one row's outputs under ``output``."""
+    """The folder of one row's outputs under ``output``: ``rows/<id>`` (ids are checked plain names)."""
+    check_id(row.id, f"row {row.id!r}")
     return output / "rows" / row.id
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def row_key(row: Row, settings: Mapping[str, Any], scoring: str) -> str:
+    """What a row's result depends on, as a digest: its files' contents, query, the settings and scoring."""
+    what = {
+        "id": row.id, "query": row.query, "mixture": file_digest(row.mixture),
+        "source": file_digest(row.source) if row.source is not None else None,
+        "settings": settings, "scoring": scoring,
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _finished(folder: Path, key: str, row: Row) -> bool:
+    """Whether the row's folder holds a readable result made from exactly this key (else it is done again)."""
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return False
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        print(f"warning: '{path}' is unreadable ({type(err).__name__}): row {row.id} is separated again")
+        return False
+    if not isinstance(record, dict) or record.get("key") != key:
+        print(f"row {row.id} changed since it was scored (its files, query or the settings): separated again")
+        return False
+    return True
+
+
+def _attempt(output: Path, row: Row) -> Path:
+    """A fresh folder for a new attempt at ``row``, beside its folder; earlier unfinished attempts removed."""
+    rows = output / "rows"
+    mine = re.compile(rf"\.{re.escape(row.id)}\.attempt-[A-Za-z0-9_]{{8}}")  # not another id's attempts
+    for stale in rows.glob(f".{row.id}.attempt-*"):
+        if mine.fullmatch(stale.name) and stale.is_dir():
+            shutil.rmtree(stale)
+    rows.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{row.id}.attempt-", dir=rows))
+
+
+def _publish(attempt: Path, folder: Path) -> None:
+    """Put a finished attempt in the row's place; an earlier result is removed only once the new one is there."""
+    old = None
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.replaced-{os.getpid()}-{time.time_ns()}")
+        os.replace(folder, old)
+    os.replace(attempt, folder)
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def shard(rows: list[Row], rank: int, world: int) -> list[Row]:
@@ -127,30 +190,42 @@ def score_row(row: Row, separated: Path, scorer: ClapScorer | None, scoring: str
 
 def evaluate_rows(
     rows: list[Row], output: Path, separate: Separate, scorer: ClapScorer | None, process: int = 0,
-    scoring: str = "output",
+    scoring: str = "output", settings: Mapping[str, Any] | None = None,
 ) -> None:
     """Separate and score each row not yet done, recording failures instead of stopping.
 
-    ``process`` (the evaluating process's rank) and the ``scoring`` convention (see
-    :data:`SCORING`) are recorded with each row's result.
+    A row is done when ``rows/<id>/metrics.json`` is readable and was made from the same files
+    (by content), query, ``settings`` and ``scoring``; otherwise it is separated again, into a
+    fresh folder beside it that replaces the old one only once complete (a finished result is
+    never deleted before its replacement is in place). ``process`` (the evaluating process's
+    rank) and the ``scoring`` convention (see :data:`SCORING`) are recorded with each result.
     """
     for row in rows:
         folder = row_folder(output, row)
-        if (folder / "metrics.json").is_file():
+        key = row_key(row, settings or {}, scoring)
+        if _finished(folder, key, row):
             continue
-        if folder.exists():  # an unfinished attempt of our own: start the row afresh
-            shutil.rmtree(folder)
+        attempt = _attempt(output, row)
         try:
-            separated = separate(row, folder)
-            record = {"id": row.id, "query": row.query, "output": str(separated), "process": process,
-                      "scoring": scoring, **score_row(row, separated, scorer, scoring)}  # fmt: skip
+            separated = separate(row, attempt)
+            record = {"id": row.id, "query": row.query, "output": str(folder / separated.relative_to(attempt)),
+                      "process": process, "scoring": scoring, "key": key,
+                      **score_row(row, separated, scorer, scoring)}  # fmt: skip
+            write_text_atomically(attempt / "metrics.json", json.dumps(record, indent=2))
         except Exception as err:  # noqa: BLE001 - every failure is recorded and counted, never dropped
             error = {"id": row.id, "query": row.query, "error": f"{type(err).__name__}: {err}",
-                     "traceback": traceback.format_exc()}  # fmt: skip
-            write_text_atomically(folder / "error.json", json.dumps(error, indent=2))
+                     "traceback": traceback.format_exc(), "key": key}  # fmt: skip
+            write_text_atomically(attempt / "error.json", json.dumps(error, indent=2))
             print(f"row {row.id} failed: {error['error']}")
-            continue
-        write_text_atomically(folder / "metrics.json", json.dumps(record, indent=2))
+        _publish(attempt, folder)
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def collect(rows: list[Row], output: Path) -> list[dict[str, Any]]:
@@ -158,12 +233,10 @@ def collect(rows: list[Row], output: Path) -> list[dict[str, Any]]:
     results = []
     for row in rows:
         folder = row_folder(output, row)
-        if (folder / "metrics.json").is_file():
-            record = json.loads((folder / "metrics.json").read_text())
+        if (record := _read_record(folder / "metrics.json")) is not None:
             results.append({"status": "ok", **record})
-        elif (folder / "error.json").is_file():
-            error = json.loads((folder / "error.json").read_text())
-            results.append({"id": row.id, "query": row.query, "status": "failed", "error": error["error"]})
+        elif (error := _read_record(folder / "error.json")) is not None:
+            results.append({"id": row.id, "query": row.query, "status": "failed", "error": error.get("error", "?")})
         else:
             results.append({"id": row.id, "query": row.query, "status": "failed", "error": "not evaluated"})
     return results

@@ -23,6 +23,7 @@ from dgmo_pl.diffusion.backbones.auffusion_parts import (
 from dgmo_pl.diffusion.backbones.base import Backbone, Condition
 from dgmo_pl.diffusion.backbones.hifigan import CONFIG_NAME, WEIGHTS_NAME, HifiGan
 from dgmo_pl.diffusion.loading import (
+    LOAD_ERRORS,
     ModelLoadError,
     advice,
     check_model_folder,
@@ -90,7 +91,7 @@ class Auffusion(Backbone):
         """The conditions of ``condition_config.json``, or a :class:`ModelLoadError` that says what to do."""
         try:
             return parse_condition_config(model_file(model, CONDITION_CONFIG).read_text())
-        except (OSError, ValueError) as err:
+        except LOAD_ERRORS as err:
             if isinstance(err, FileNotFoundError) and pipeline_name(model) == "StableDiffusionPipeline":
                 raise ModelLoadError(
                     f"model folder '{model}' is a Stable Diffusion model without Auffusion's {CONDITION_CONFIG}: "
@@ -102,14 +103,14 @@ class Auffusion(Backbone):
         try:
             config = model_file(model, f"{subfolder}/{ADAPTER_CONFIG}")
             return ConditionAdapter.from_files(config, model_file(model, f"{subfolder}/{ADAPTER_WEIGHTS}"))
-        except (OSError, ValueError) as err:
+        except LOAD_ERRORS as err:
             raise load_error(model, subfolder, self.name, err) from None
 
     def _load_vocoder(self, model: str) -> HifiGan:
         try:
             config = model_file(model, f"vocoder/{CONFIG_NAME}")
             return HifiGan.from_files(config, model_file(model, f"vocoder/{WEIGHTS_NAME}"))
-        except (OSError, ValueError) as err:
+        except LOAD_ERRORS as err:
             raise load_error(model, "vocoder", self.name, err) from None
 
     def _check_widths(self, model: str) -> None:

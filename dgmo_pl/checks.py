@@ -1,0 +1,90 @@
+"""The checks every run passes before any work: trainer settings and the folders it will write.
+
+The command line, :func:`~dgmo_pl.separate.separate` and the evaluation call these, so a bad
+setting or path gives the same one-line :class:`~dgmo_pl.errors.InputError` whichever way in.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lightning.pytorch import Trainer
+
+from dgmo_pl.errors import InputError
+
+#: Precisions that would store the mask itself in 16 bits (its small Adam updates then vanish).
+LOW_PRECISION_WEIGHTS = ("bf16-true", "16-true", "transformer-engine", "transformer-engine-float16")
+
+
+def check_folder(path: str | os.PathLike, flag: str) -> Path:
+    """``path`` as a folder a run can create or write into; otherwise an InputError naming it.
+
+    Refused: an existing file at ``path`` or at one of its parents, and a nearest existing
+    folder that is not writable.
+    """
+    path = Path(path).expanduser()
+    for candidate in (path, *path.parents):
+        if not (candidate.exists() or candidate.is_symlink()):
+            continue
+        if not candidate.is_dir():
+            if candidate == path:
+                raise InputError(f"{flag} '{path}' is a file, not a folder: pass a folder (created if missing)")
+            raise InputError(f"{flag} '{path}' lies inside '{candidate}', which is a file: pass a folder path")
+        if not os.access(candidate, os.W_OK | os.X_OK):
+            raise InputError(f"{flag} '{path}': '{candidate}' is not writable: pass a folder you can write to")
+        break
+    return path
+
+
+def check_round_reloading(reload_every_n_epochs: int) -> None:
+    """Rounds are epochs: the trainer must ask for a new data loader (new references) every epoch."""
+    if reload_every_n_epochs != 1:
+        raise InputError(
+            f"trainer.reload_dataloaders_every_n_epochs is {reload_every_n_epochs}, but the references are "
+            "regenerated every round (epoch): set it to 1"
+        )
+
+
+def check_trainer(trainer: Trainer) -> None:
+    """Refuse trainer settings that would break the method, loop without end, or do nothing."""
+    if trainer.logger is None:
+        raise InputError(
+            "trainer.logger is off, but each run's outputs go in the logger's new version folder: "
+            "keep the default logger (TensorBoard) or configure another"
+        )
+    check_round_reloading(trainer.reload_dataloaders_every_n_epochs)
+    if trainer.fast_dev_run:
+        raise InputError(
+            "trainer.fast_dev_run would write an unfinished mask as the output: drop it (for a quick try of "
+            "the machinery, use configs/tiny.yaml)"
+        )
+    rounds = trainer.max_epochs
+    if rounds is None or rounds < 1:
+        raise InputError(
+            f"trainer.max_epochs {rounds} must be at least 1: it is the number of rounds (the paper's 3); "
+            "fix --trainer.max_epochs"
+        )
+    if trainer.max_steps != -1:
+        raise InputError(
+            f"trainer.max_steps {trainer.max_steps} would stop the rounds part-way: leave it at -1 and set "
+            "--trainer.max_epochs (rounds) and --data.steps_per_round"
+        )
+    if trainer.limit_train_batches not in (1.0, None):
+        raise InputError(
+            f"trainer.limit_train_batches {trainer.limit_train_batches} would cut every round short: leave it "
+            "at 1.0 and set --data.steps_per_round"
+        )
+    if trainer.log_every_n_steps < 1:
+        raise InputError(f"trainer.log_every_n_steps {trainer.log_every_n_steps} must be at least 1: fix it")
+    if trainer.accumulate_grad_batches != 1 or trainer.gradient_clip_val:
+        raise InputError(
+            "trainer.accumulate_grad_batches and trainer.gradient_clip_val do not apply: the mask takes one "
+            "Adam step per loss (manual optimisation); leave them at 1 and null"
+        )
+    precision = str(trainer.precision)
+    if precision in LOW_PRECISION_WEIGHTS:
+        raise InputError(
+            f"trainer.precision {precision} would keep the mask in 16 bits: use bf16-mixed or 16-mixed, "
+            "which keep the mask in fp32"
+        )
