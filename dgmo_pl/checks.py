@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Timer
 
 from dgmo_pl.errors import InputError
 
@@ -35,6 +36,13 @@ def check_folder(path: str | os.PathLike, flag: str) -> Path:
             raise InputError(f"{flag} '{path}': '{candidate}' is not writable: pass a folder you can write to")
         break
     return path
+
+
+def check_joint(joint: bool, residual: bool, queries: int) -> None:
+    """Joint masks partition the mixture among two or more outputs: queries, or one query and the residual."""
+    if joint and queries < 2 and not residual:
+        raise InputError("--model.joint true needs two or more queries, or --model.residual true: "
+                         "pass --data.queries, or drop --model.joint")
 
 
 def check_round_reloading(reload_every_n_epochs: int) -> None:
@@ -70,11 +78,16 @@ def check_trainer(trainer: Trainer) -> None:
             f"trainer.max_steps {trainer.max_steps} would stop the rounds part-way: leave it at -1 and set "
             "--trainer.max_epochs (rounds) and --data.steps_per_round"
         )
-    if trainer.limit_train_batches not in (1.0, None):
+    if trainer.overfit_batches:
+        raise InputError(f"trainer.overfit_batches {trainer.overfit_batches} would cut every round short: set it to 0")
+    limit = trainer.limit_train_batches
+    if limit is not None and not (isinstance(limit, float) and limit == 1.0):  # an int 1 means one batch
         raise InputError(
-            f"trainer.limit_train_batches {trainer.limit_train_batches} would cut every round short: leave it "
-            "at 1.0 and set --data.steps_per_round"
+            f"trainer.limit_train_batches {limit} would cut every round short: leave it at 1.0 and set "
+            "--data.steps_per_round"
         )
+    if any(isinstance(callback, Timer) for callback in trainer.callbacks):
+        raise InputError("trainer.max_time would stop the rounds part-way: leave it unset")
     if trainer.log_every_n_steps < 1:
         raise InputError(f"trainer.log_every_n_steps {trainer.log_every_n_steps} must be at least 1: fix it")
     if trainer.accumulate_grad_batches != 1 or trainer.gradient_clip_val:

@@ -20,10 +20,10 @@ from jsonargparse import Namespace
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from dgmo_pl.checkpoints import AtomicCheckpointIO, check_mask_shape, model_settings, read_checkpoint
-from dgmo_pl.checks import check_folder, check_trainer
+from dgmo_pl.checks import check_folder, check_joint, check_trainer
 from dgmo_pl.data import SeparationDataModule
 from dgmo_pl.errors import InputError
 from dgmo_pl.evaluation.manifest import load_rows
@@ -64,6 +64,27 @@ def _one(_: object) -> int:
 def _logger_class(class_path: str) -> type[Logger]:
     module, _, name = class_path.rpartition(".")
     return getattr(importlib.import_module(module), name)
+
+
+#: Loggers whose folder is ``save_dir/name/version``: each fit can have its own.
+FOLDER_LOGGERS = (TensorBoardLogger, CSVLogger)
+
+
+def check_loggers(configured: Any) -> None:
+    """Refuse loggers that cannot give each fit a folder of its own (the outputs go in it)."""
+    entries = configured if isinstance(configured, list) else [configured]
+    for entry in entries:
+        if entry in (None, True):
+            continue
+        if entry is False:
+            raise InputError("trainer.logger is off, but each fit's outputs go in its logger's folder: keep the "
+                             "default logger (TensorBoard) or use CSVLogger")  # fmt: skip
+        cls = _logger_class(entry.class_path)
+        if not (isinstance(cls, type) and issubclass(cls, FOLDER_LOGGERS)):
+            raise InputError(
+                f"trainer.logger {entry.class_path} is not supported: each fit logs (and writes its outputs) in a "
+                "folder of its own, which TensorBoardLogger (the default) and CSVLogger give; use one of them"
+            )
 
 
 def fit_loggers(configured: Any, folder: Path, version: str) -> list[Logger]:
@@ -172,7 +193,10 @@ class DGMOCLI(LightningCLI):
             init = self._section(self.parser.instantiate(self.config))
             config = {**init["trainer"], **TRAINER_INVARIANTS, **self.fit_settings}
             config["logger"] = fit_loggers(self._section(self.config)["trainer"]["logger"], folder, plan.version)
-            config["callbacks"] = [*(config.get("callbacks") or []), *extra]
+            configured = config.get("callbacks") or []
+            configured = list(configured) if isinstance(configured, list | tuple) else [configured]
+            config["callbacks"] = [*configured, *extra]
+            config["default_root_dir"] = str(folder)  # nothing of a fit (hpc checkpoints) outside the run folder
             config["plugins"] = with_atomic_checkpoints(config.get("plugins"))
             return self._instantiate_trainer(config, [init[key] for key in self.app_callbacks])
 
@@ -189,17 +213,21 @@ class DGMOCLI(LightningCLI):
         """Check the settings and every input before any work starts (bad input leaves no partial run)."""
         check_trainer(self.trainer)
         check_folder(self.trainer.log_dir, "the run folder (--trainer.default_root_dir or the logger's save_dir)")
+        check_loggers(self.config[self.subcommand]["trainer"]["logger"])
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry") and not Path(ckpt_path).is_file():
+        if ckpt_path in ("last", "best", "hpc", "registry"):
+            raise InputError(
+                f"--ckpt_path {ckpt_path} cannot resume a run: every run has a new folder, with no {ckpt_path} "
+                "checkpoint in it; pass the .ckpt file of the fit to resume"
+            )
+        if ckpt_path and not Path(ckpt_path).is_file():
             raise InputError(f"checkpoint '{ckpt_path}' does not exist: pass an existing --ckpt_path")
         if ckpt_path and len(self.datamodule.queries) > 1 and not self.model.hparams.joint:
             raise InputError(
                 f"--ckpt_path resumes one query's mask, but {len(self.datamodule.queries)} queries were given: "
                 "pass the query of that checkpoint with --data.query"
             )
-        if self.model.hparams.joint and len(self.datamodule.queries) < 2 and not self.model.hparams.residual:
-            raise InputError("--model.joint true needs two or more queries, or --model.residual true: "
-                             "pass --data.queries, or drop --model.joint")
+        check_joint(bool(self.model.hparams.joint), bool(self.model.hparams.residual), len(self.datamodule.queries))
         separation = self.datamodule.separation()
         plans = separation.plans(bool(self.model.hparams.joint), bool(self.model.hparams.residual))
         if ckpt_path and len(plans) > 1:
@@ -263,19 +291,21 @@ class EvaluateCLI(DGMOCLI):
         parser.add_argument("--scoring", type=ScoringName, default="output",
                             help=f"where signals are compared: {conventions}")
 
-    def _row_settings(self) -> dict[str, Any]:
+    def _row_settings(self, scorer: ClapScorer | None) -> dict[str, Any]:
         """Every setting a row's result depends on (a row scored under other settings is done again)."""
         c = self.config
         per_row = ("mixture", "query", "queries", "references", "cache_dir")
         data = {k: v for k, v in c.data.as_dict().items() if k not in per_row}
         return {"model": c.model.as_dict(), "data": data, "audio": c.audio.as_dict(),
                 "rounds": c.trainer.max_epochs, "precision": str(c.trainer.precision), "seed": c.seed_everything,
-                "reference_source": c.reference_source, "clap_model": c.clap_model}  # fmt: skip
+                "reference_source": c.reference_source, "clap_model": c.clap_model if scorer else None}  # fmt: skip
 
     def evaluate(self) -> None:
         """Evaluate the manifest; exit status 1 if any row failed."""
         check_trainer(self.trainer)
         c = self.config
+        check_loggers(c.trainer.logger)
+        check_joint(bool(self.model.hparams.joint), bool(self.model.hparams.residual), 1)  # a row: one query
         rows = load_rows(c.manifest)
         output = check_folder(
             c.output_dir or Path(self.trainer.default_root_dir) / "evaluation" / Path(c.manifest).stem,
@@ -301,7 +331,7 @@ class EvaluateCLI(DGMOCLI):
             self.fit_settings = single_device_trainer_settings(fabric)
         mine = shard(rows, fabric.global_rank, fabric.world_size)
         evaluate_rows(mine, output, separate_row, scorer, process=fabric.global_rank, scoring=c.scoring,
-                      settings=self._row_settings())
+                      settings=self._row_settings(scorer))
         fabric.barrier()
         if fabric.global_rank:
             return  # rank 0 merges and reports
@@ -321,6 +351,8 @@ def check_config_files(argv: list[str]) -> None:
     paths = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"]
     paths += [arg.removeprefix("--config=") for arg in argv if arg.startswith("--config=")]
     for path in paths:
+        if Path(path).suffix.lower() not in (".yaml", ".yml", ".json") and not Path(path).exists():
+            continue  # an inline YAML string (``--config '{trainer: {max_epochs: 1}}'``): jsonargparse parses it
         if not Path(path).is_file():
             raise InputError(f"--config '{path}' does not exist: pass a YAML file such as configs/dgmo.yaml")
         try:

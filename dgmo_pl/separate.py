@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from dgmo_pl.checkpoints import AtomicCheckpointIO
-from dgmo_pl.checks import check_folder, check_trainer
+from dgmo_pl.checks import check_folder, check_joint, check_trainer
 from dgmo_pl.export import SeparatedAudioWriter
 from dgmo_pl.fit_data import FitDataModule, MaskReader
 from dgmo_pl.job import FitPlan, Separation
@@ -79,12 +80,17 @@ def trainer_factory(
         callbacks: Makes a fit's own callbacks (fresh for each fit).
         **settings: Trainer arguments (``max_epochs`` is the number of rounds, 3 by default).
     """
+    if reserved := sorted({"logger", "callbacks", "default_root_dir"} & settings.keys()):
+        raise ValueError(f"trainer_factory sets {', '.join(reserved)} itself: pass loggers= or callbacks= instead")
     settings = {"max_epochs": 3, "log_every_n_steps": 1, "enable_model_summary": False, **settings}
+    plugins = list(settings.pop("plugins", None) or [])
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
 
     def make(plan: FitPlan, extra: list[Callback]) -> Trainer:
         return Trainer(
             logger=loggers(folder, plan.version), callbacks=[*callbacks(), *extra], default_root_dir=folder,
-            plugins=[AtomicCheckpointIO()], **{**settings, **TRAINER_INVARIANTS},
+            plugins=plugins, **{**settings, **TRAINER_INVARIANTS},
         )  # fmt: skip
 
     return make
@@ -127,13 +133,25 @@ def separate(
         The files written.
     """
     folder = check_folder(folder, "the run folder")
-    plans = separation.plans(bool(model.hparams.joint), bool(model.hparams.residual))
+    if model.spec != separation.spec:
+        raise ValueError(
+            f"the module's front end ({model.spec.n_freq} bins, {model.spec.sample_rate} Hz) is not the model's "
+            f"({separation.spec.n_freq} bins, {separation.spec.sample_rate} Hz): build it with spec=separation.spec"
+        )
+    joint, residual = bool(model.hparams.joint), bool(model.hparams.residual)
+    check_joint(joint, residual, len(separation.queries))
+    plans = separation.plans(joint, residual)
     if ckpt_path is not None and len(plans) > 1:
         raise ValueError(f"a checkpoint resumes one fit, but this run takes {len(plans)}")
     sink = OutputSink(separation.recording, separation.spec, folder, settings, separation.source.vocode)
     try:
         for plan in plans:
             _fit(separation, plan, model, make_trainer, make_data, sink, ckpt_path)
+        if sink.unfinished:
+            raise RuntimeError(
+                f"{len(sink.unfinished)} outputs were not completed ({sink.unfinished[0].name}, ...): the trainer "
+                "factory must give each trainer the callbacks the loop passes it"
+            )
     except BaseException as error:
         sink.abort(error)
         raise
@@ -148,11 +166,14 @@ def _fit(
     """Run one fit with objects made for it alone."""
     module = model.sized(plan.masks, len(plan.windows))
     data = make_data(separation, plan, module.thresholded_mask)
-    with quiet_banners():
-        trainer = make_trainer(plan, [SeparatedAudioWriter(sink, plan)])
-        check_trainer(trainer)
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-    # A finished fit's trainer, module and optimiser refer to each other: free their tensors now,
-    # or they pile up across the fits of a long recording until Python's collector runs.
-    del trainer, module, data
-    gc.collect()
+    trainer = None
+    try:
+        with quiet_banners():
+            trainer = make_trainer(plan, [SeparatedAudioWriter(sink, plan)])
+            check_trainer(trainer)
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    finally:
+        # A fit's trainer, module and optimiser refer to each other: free their tensors now (after a
+        # failure too), or they pile up across fits and evaluation rows until Python's collector runs.
+        del trainer, module, data
+        gc.collect()

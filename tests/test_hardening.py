@@ -174,6 +174,9 @@ def test_a_failed_row_is_recorded_and_nothing_outside_rows_changes(evaluation: d
     ({"max_epochs": 3, "max_steps": 5}, "trainer.max_steps 5 would stop the rounds part-way"),
     ({"max_epochs": 3, "limit_train_batches": 0.5}, "trainer.limit_train_batches 0.5 would cut every round short"),
     ({"max_epochs": 3, "limit_train_batches": 0}, "trainer.limit_train_batches 0 would cut every round short"),
+    ({"max_epochs": 3, "limit_train_batches": 1}, "trainer.limit_train_batches 1 would cut every round short"),
+    ({"max_epochs": 3, "overfit_batches": 1}, "trainer.overfit_batches 1 would cut every round short"),
+    ({"max_epochs": 3, "max_time": "00:00:01:00"}, "trainer.max_time would stop the rounds part-way"),
     ({"fast_dev_run": True}, "trainer.fast_dev_run would write an unfinished mask"),
     ({"max_epochs": 3, "log_every_n_steps": 0}, "trainer.log_every_n_steps 0 must be at least 1"),
     ({"max_epochs": 3, "accumulate_grad_batches": 2}, "trainer.accumulate_grad_batches and"),
@@ -217,6 +220,41 @@ def test_a_model_setting_out_of_its_domain_is_named(settings: dict, fragment: st
     with pytest.raises(InputError) as err:
         MaskSeparator(**settings)
     assert str(err.value).startswith(fragment)
+
+
+@pytest.mark.parametrize("class_path", ["lightning.pytorch.loggers.MLFlowLogger",
+                                        "lightning.pytorch.loggers.WandbLogger"])
+def test_a_logger_without_a_folder_per_fit_is_refused(class_path: str) -> None:
+    from jsonargparse import Namespace
+
+    from dgmo_pl.cli import check_loggers
+
+    with pytest.raises(InputError, match=f"trainer.logger {class_path} is not supported"):
+        check_loggers(Namespace(class_path=class_path, init_args=Namespace()))
+    check_loggers(Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(save_dir="x")))
+
+
+def test_the_python_trainer_factory_refuses_what_it_sets_itself(tmp_path: Path) -> None:
+    from dgmo_pl.separate import trainer_factory
+
+    with pytest.raises(ValueError, match="trainer_factory sets default_root_dir, logger itself"):
+        trainer_factory(tmp_path, logger=False, default_root_dir="elsewhere")
+
+
+def test_separate_refuses_a_module_built_for_another_front_end(speech_dog_pair: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    from dgmo_pl.audio.frontend import SpectrogramConfig
+    from dgmo_pl.separate import separate, trainer_factory
+
+    separation = SeparationDataModule(mixture=str(speech_dog_pair["mixture"]), references=[str(speech_dog_pair["dog"])],
+                                      cache_dir=None).separation()  # fmt: skip
+    other = MaskSeparator(spec=SpectrogramConfig(n_fft=2048, win_length=2048))
+    with pytest.raises(ValueError, match=r"the module's front end \(1025 bins, 16000 Hz\) is not the model's "
+                                         r"\(513 bins, 16000 Hz\)"):
+        separate(separation, other, trainer_factory(tmp_path), tmp_path)
+    with pytest.raises(InputError, match="--model.joint true needs two or more queries"):
+        separate(separation, MaskSeparator(joint=True), trainer_factory(tmp_path), tmp_path)
+    assert not any(tmp_path.iterdir())
 
 
 # --- 4. paths of the wrong kind ------------------------------------------------------------------------------
@@ -438,6 +476,31 @@ def _fit_args(world: dict) -> list[str]:
 ])
 def test_command_line_settings(world: dict, capsys: pytest.CaptureFixture, extra: list[str], fragment: str) -> None:
     expect_error(world, capsys, [*_fit_args(world), *extra], fragment)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["last", "best", "hpc"])
+def test_command_line_checkpoint_names_that_cannot_resume(world: dict, capsys: pytest.CaptureFixture,
+                                                          name: str) -> None:
+    expect_error(world, capsys, [*_fit_args(world), "--ckpt_path", name], f"--ckpt_path {name} cannot resume a run")
+
+
+@pytest.mark.integration
+def test_evaluate_refuses_joint_masks_of_one_query(world: dict, capsys: pytest.CaptureFixture,
+                                                   tmp_path: Path) -> None:
+    """Each row has one query: joint masks without a residual would output the mixture itself."""
+    manifest = _manifest(world, tmp_path, "{mixture},dog barking,{source},r1\n")
+    expect_error(world, capsys, _evaluate_args(manifest, "--model.joint", "true",
+                                               "--output_dir", str(world["base"] / "evaluation")),
+                 "--model.joint true needs two or more queries, or --model.residual true")
+
+
+@pytest.mark.integration
+def test_a_single_configured_callback_is_kept_in_every_fit(world: dict, tmp_path: Path) -> None:
+    from helpers import fit
+
+    run = fit(tmp_path / "logs", *_fit_args(world)[1:], "--trainer.callbacks", "LearningRateMonitor")
+    assert (run / "dog-barking" / "dog-barking.wav").is_file()
 
 
 @pytest.mark.integration
