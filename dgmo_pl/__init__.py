@@ -13,6 +13,8 @@ _PUBLIC = {
     "MaskSeparator": "dgmo_pl.model",
     "OutputSettings": "dgmo_pl.output",
     "Separation": "dgmo_pl.job",
+    "SeparationOutput": "dgmo_pl.api",
+    "Separator": "dgmo_pl.api",
     "SeparationDataModule": "dgmo_pl.data",
     "separate": "dgmo_pl.separate",
     "trainer_factory": "dgmo_pl.separate",

@@ -56,11 +56,6 @@ def check_round_reloading(reload_every_n_epochs: int) -> None:
 
 def check_trainer(trainer: Trainer) -> None:
     """Refuse trainer settings that would break the method, loop without end, or do nothing."""
-    if trainer.logger is None:
-        raise InputError(
-            "trainer.logger is off, but each run's outputs go in the logger's new version folder: "
-            "keep the default logger (TensorBoard) or configure another"
-        )
     check_round_reloading(trainer.reload_dataloaders_every_n_epochs)
     if trainer.fast_dev_run:
         raise InputError(

@@ -77,8 +77,8 @@ def check_loggers(configured: Any) -> None:
         if entry in (None, True):
             continue
         if entry is False:
-            raise InputError("trainer.logger is off, but each fit's outputs go in its logger's folder: keep the "
-                             "default logger (TensorBoard) or use CSVLogger")  # fmt: skip
+            raise InputError("trainer.logger is off, but each run's outputs go in the logger's new version folder: "
+                             "keep the default logger (TensorBoard) or use CSVLogger")  # fmt: skip
         cls = _logger_class(entry.class_path)
         if not (isinstance(cls, type) and issubclass(cls, FOLDER_LOGGERS)):
             raise InputError(

@@ -208,6 +208,9 @@ class SeparationDataModule(LightningDataModule):
             references: Per query, true-source files (None: generate references).
         """
         hp = self.hparams
+        queries = self._check_queries(queries[0] if queries else "", queries, references)
+        if references:
+            references = self._check_references(references, queries)
         recording = open_recording(mixture, self.spec, hp.window_overlap)
         source: ReferenceSource
         if references:

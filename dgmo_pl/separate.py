@@ -69,14 +69,14 @@ def tensorboard_loggers(folder: Path, version: str) -> list[Logger]:
 
 
 def trainer_factory(
-    folder: Path, loggers: LoggerFactory = tensorboard_loggers, callbacks: Callable[[], list[Callback]] = list,
+    folder: Path, loggers: LoggerFactory | None = tensorboard_loggers, callbacks: Callable[[], list[Callback]] = list,
     **settings: Any,
 ) -> TrainerFactory:
     """A trainer factory for :func:`separate` from Python: Lightning's Trainer with these settings.
 
     Args:
         folder: The run folder (each fit logs in its version's sub-folder).
-        loggers: Makes a fit's loggers (default: TensorBoard).
+        loggers: Makes a fit's loggers (default: TensorBoard; None: no logging).
         callbacks: Makes a fit's own callbacks (fresh for each fit).
         **settings: Trainer arguments (``max_epochs`` is the number of rounds, 3 by default).
     """
@@ -89,8 +89,8 @@ def trainer_factory(
 
     def make(plan: FitPlan, extra: list[Callback]) -> Trainer:
         return Trainer(
-            logger=loggers(folder, plan.version), callbacks=[*callbacks(), *extra], default_root_dir=folder,
-            plugins=plugins, **{**settings, **TRAINER_INVARIANTS},
+            logger=loggers(folder, plan.version) if loggers else False, callbacks=[*callbacks(), *extra],
+            default_root_dir=folder, plugins=plugins, **{**settings, **TRAINER_INVARIANTS},
         )  # fmt: skip
 
     return make
