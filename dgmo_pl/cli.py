@@ -43,7 +43,7 @@ from dgmo_pl.evaluation.shards import launch, single_device_trainer_settings
 from dgmo_pl.job import FitPlan
 from dgmo_pl.model import MaskSeparator
 from dgmo_pl.output import OutputSettings
-from dgmo_pl.separate import TRAINER_INVARIANTS, SeparationResult, TrainerFactory, separate
+from dgmo_pl.separate import TRAINER_INVARIANTS, SeparationResult, TrainerFactory, new_run_folder, separate
 
 #: Callback groups an application adds to the command line (``{"monitor": MaskMonitor}``).
 AppCallbacks = Mapping[str, type[Callback]]
@@ -241,10 +241,31 @@ class DGMOCLI(LightningCLI):
             check_mask_shape(self.checkpoint, (plans[0].masks, len(plans[0].windows), spec.n_freq, spec.n_frames),
                              ckpt_path)  # fmt: skip
 
+    def run_folder(self) -> Path:
+        """The run's new folder, claimed atomically: ``<save_dir>/<name>/version_<N>``, or the logger's version.
+
+        A version given explicitly (``--trainer.logger.version``) must not exist yet: a run never
+        writes into an earlier run's folder.
+        """
+        configured = self.config[self.subcommand]["trainer"]["logger"]
+        first = configured[0] if isinstance(configured, list) else configured
+        version = first.get("init_args", {}).get("version") if isinstance(first, Namespace) else None
+        if version is None:
+            return new_run_folder(Path(self.trainer.log_dir).parent)
+        folder = Path(self.trainer.log_dir)
+        try:
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            raise InputError(
+                f"run folder '{folder}' exists (--trainer.logger.version {version}): a run never writes "
+                "into an earlier one's folder; choose another version or drop it"
+            ) from None
+        return folder
+
     def fit(self, model: MaskSeparator, datamodule: SeparationDataModule, ckpt_path: str | None = None,
             **kwargs: Any) -> None:  # fmt: skip
         """Separate the recording into a new run folder, then list what was written."""
-        run_dir = Path(self.trainer.log_dir)
+        run_dir = self.run_folder()
         self.run(model, datamodule, run_dir, ckpt_path)
         print(f"run directory: {run_dir}")
         for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):

@@ -61,6 +61,9 @@ class SeparationDataModule(LightningDataModule):
             duration) to use as references instead of generating them: a list of files for one
             query, or, with several queries, one list per query.
         model: Diffusion model: hub id or local folder in diffusers layout.
+        model_revision: What identifies the weights in the reference cache's keys (``null``: the hub
+            snapshot's commit, or a local folder's file names, sizes and modification times); set
+            it to pin one yourself, e.g. after copying a folder (which changes the times).
         backbone: Which text-to-audio model family ``model`` is (``class_path``, e.g.
             ``AudioLDM2``); ``null``: inferred from the folder's ``model_index.json`` or the hub id.
             It sets the front end: STFT and mel sizes, layout.
@@ -93,6 +96,7 @@ class SeparationDataModule(LightningDataModule):
         references: list[str] | list[list[str]] | None = None,
         model: str = "cvssp/audioldm",
         backbone: Backbone | None = None,
+        model_revision: str | None = None,
         num_references: int = 4,
         ddim_steps: int = 100,
         noise_level: float = 1.0,
@@ -243,6 +247,6 @@ class SeparationDataModule(LightningDataModule):
                 f"ddim_steps {self.generation.ddim_steps} exceeds the {trained_steps} timesteps the model "
                 "was trained with: fix --data.ddim_steps"
             )
-        revision = model_revision(hp.model) if self.cache.root is not None else "unknown"
+        revision = model_revision(hp.model, hp.model_revision) if self.cache.root is not None else "unknown"
         identity = ReferenceProvider.identity_of(hp.model, revision, self.spec, self.backbone.name)
         return ReferenceProvider(generator, self.generation, self.cache, identity)

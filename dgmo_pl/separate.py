@@ -63,6 +63,25 @@ def quiet_banners() -> Iterator[None]:
         rank_zero_log.setLevel(level)
 
 
+def new_run_folder(base: str | Path) -> Path:
+    """Create and return ``<base>/version_<N>``, the next free N, atomically.
+
+    Two runs started at the same moment into one root get different folders: the folder is
+    claimed by ``mkdir``, which only one process can win (Lightning's own numbering only looks).
+    """
+    base = Path(base)
+    base.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[8:]) for p in base.glob("version_*") if p.name[8:].isdigit()]
+    number = max(taken, default=-1) + 1
+    while True:
+        folder = base / f"version_{number}"
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            number += 1
+
+
 def tensorboard_loggers(folder: Path, version: str) -> list[Logger]:
     """The default loggers of a fit: TensorBoard in ``<folder>/<version>/``."""
     return [TensorBoardLogger(folder, name="", version=version, default_hp_metric=False)]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from dgmo_pl.diffusion.cache import TensorCache, folder_digest, tensor_digest
+from dgmo_pl.diffusion.cache import TensorCache, folder_signature, tensor_digest
 
 KEY = {"kind": "references", "query": "dog barking", "round": 0, "seed": 0, "generation": {"ddim_steps": 100}}
 
@@ -108,12 +109,33 @@ def test_digests_see_every_bit_and_the_shape() -> None:
     assert tensor_digest(x) != tensor_digest(x.double())
 
 
-def test_folder_digest_follows_content_and_names(tmp_path: Path) -> None:
-    """A model folder's digest changes when a file's content or name changes."""
-    (tmp_path / "unet").mkdir()
-    (tmp_path / "unet" / "w.bin").write_bytes(b"abc")
-    first = folder_digest(tmp_path)
-    (tmp_path / "unet" / "w.bin").write_bytes(b"abd")
-    second = folder_digest(tmp_path)
-    (tmp_path / "unet" / "w.bin").rename(tmp_path / "unet" / "v.bin")
-    assert len({first, second, folder_digest(tmp_path)}) == 3
+def test_folder_signature_follows_names_sizes_and_times_without_reading(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model folder's signature changes with a file's size, time or name; no file is opened to make it."""
+    weights = tmp_path / "unet" / "w.bin"
+    weights.parent.mkdir()
+    weights.write_bytes(b"abc")
+    os.utime(weights, ns=(1_000_000_000, 1_000_000_000))
+    signatures = [folder_signature(tmp_path)]
+    weights.write_bytes(b"abcd")
+    os.utime(weights, ns=(1_000_000_000, 1_000_000_000))
+    signatures.append(folder_signature(tmp_path))  # size
+    os.utime(weights, ns=(2_000_000_000, 2_000_000_000))
+    signatures.append(folder_signature(tmp_path))  # time
+    weights.rename(weights.with_name("v.bin"))
+    signatures.append(folder_signature(tmp_path))  # name
+    assert len(set(signatures)) == 4
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a file was opened")
+
+    monkeypatch.setattr(Path, "open", no_reading)
+    monkeypatch.setattr("builtins.open", no_reading)
+    assert folder_signature(tmp_path) == signatures[-1]
+
+
+def test_a_pinned_revision_replaces_the_folders_signature(tmp_path: Path) -> None:
+    from dgmo_pl.diffusion.loading import model_revision
+
+    assert model_revision(str(tmp_path), "my-finetune-v2") == "pinned:my-finetune-v2"
+    assert model_revision(str(tmp_path)) == f"files:{folder_signature(tmp_path)}"

@@ -684,3 +684,13 @@ def test_a_truncated_safetensors_component_is_named(tiny_model: Path, tmp_path: 
     with pytest.raises(InputError) as err:
         SeparationDataModule(model=str(model), cache_dir=None).provider()
     assert str(err.value).startswith(f"could not load the 'unet' of AudioLDM model '{model}' from local folder")
+
+
+@pytest.mark.integration
+def test_an_explicit_logger_version_that_exists_is_refused(world: dict, capsys: pytest.CaptureFixture) -> None:
+    """--trainer.logger.version naming an earlier run's folder: refused, the earlier run untouched."""
+    (earlier,) = (world["root"] / "lightning_logs").glob("version_*")
+    expect_error(world, capsys, [*_fit_args(world), "--trainer.logger", "TensorBoardLogger",
+                                 "--trainer.logger.save_dir", str(world["root"]),
+                                 "--trainer.logger.version", earlier.name.removeprefix("version_")],
+                 f"run folder '{earlier}' exists (--trainer.logger.version")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from pathlib import Path
 
@@ -170,3 +171,36 @@ def test_a_checkpoint_of_another_recording_is_refused_by_its_mask_shape(
                    "[1, 1, 513, 1024] (masks, windows, frequency bins, frames): it was made for another model, "
                    "query count or recording; pass this run's checkpoint")
     assert not list(root.rglob("*.wav"))
+
+
+# --- concurrent runs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_two_runs_started_together_get_their_own_folders_and_the_same_outputs(
+    tiny_model: Path, speech_dog_pair: dict[str, Path], tmp_path: Path
+) -> None:
+    """Two processes into one root and one reference cache at once, then one alone: three folders, one result."""
+    import subprocess
+    import sys
+
+    from helpers import tiny_args
+
+    def command(root: Path) -> list[str]:
+        return [sys.executable, "-m", "dgmo_pl", "fit", "--config", str(REPO / "configs/dgmo.yaml"),
+                "--trainer.default_root_dir", str(root), "--data.cache_dir", str(root / "references"),
+                *tiny_args(tiny_model, ddim_steps=4, steps_per_round=5), "--trainer.max_epochs", "2",
+                "--data.mixture", str(speech_dog_pair["mixture"]), "--trainer.enable_progress_bar", "false"]
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    together = [subprocess.Popen(command(tmp_path / "shared"), env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    outcomes = [p.communicate(timeout=600) for p in together]
+    assert [p.returncode for p in together] == [0, 0], [err[-1500:] for _, err in outcomes]
+    alone = subprocess.run(command(tmp_path / "alone"), env=env, capture_output=True, text=True, timeout=600)
+    assert alone.returncode == 0, alone.stderr[-1500:]
+    runs = sorted((tmp_path / "shared" / "lightning_logs").glob("version_*"))
+    assert [r.name for r in runs] == ["version_0", "version_1"]
+    (reference,) = (tmp_path / "alone" / "lightning_logs").glob("version_*")
+    name = Path("dog-barking") / "dog-barking.wav"
+    assert all((run / name).read_bytes() == (reference / name).read_bytes() for run in runs)

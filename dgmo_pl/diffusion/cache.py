@@ -32,15 +32,18 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def folder_digest(folder: str | Path) -> str:
-    """SHA-256 over every file in ``folder`` (relative paths and contents), following links."""
+def folder_signature(folder: str | Path) -> str:
+    """SHA-256 over every file's relative path, size and modification time in ``folder`` (contents unread).
+
+    What identifies a local model folder in cache keys: cheap for a folder of several gigabytes,
+    and changed by any file replaced, added, removed, renamed or rewritten (as ``make`` and
+    ``rsync`` decide). Pin an identity of your own with ``--data.model_revision``.
+    """
     root = Path(folder)
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        with path.open("rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
     return digest.hexdigest()
 
 

@@ -14,7 +14,7 @@ from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from dgmo_pl.diffusion.cache import folder_digest
+from dgmo_pl.diffusion.cache import folder_signature
 from dgmo_pl.errors import InputError
 
 #: A real tokenizer has tens of thousands of entries; offline, a hub load can silently return ~5.
@@ -145,14 +145,20 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def model_revision(model: str) -> str:
-    """What identifies the weights of ``model``: a hub snapshot's commit, or a folder's content digest.
+def model_revision(model: str, pinned: str | None = None) -> str:
+    """What identifies the weights of ``model`` in cache keys.
+
+    ``pinned`` when given (``--data.model_revision``); else a hub snapshot's commit, or a local
+    folder's file names, sizes and modification times (:func:`~dgmo_pl.diffusion.cache.folder_signature`:
+    no file is read, however large the folder).
 
     Raises:
         ModelLoadError: A hub id that is not in the local hub cache.
     """
+    if pinned:
+        return f"pinned:{pinned}"
     if Path(model).is_dir():
-        return f"sha256:{folder_digest(model)}"
+        return f"files:{folder_signature(model)}"
     try:
         folder = Path(snapshot_download(model, local_files_only=True))
     except (OSError, ValueError) as err:
