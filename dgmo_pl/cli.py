@@ -7,8 +7,10 @@ The command line only parses, checks and wires: the work is :func:`~dgmo_pl.sepa
 from __future__ import annotations
 
 import errno
+import hashlib
 import importlib
 import inspect
+import json
 import sys
 import warnings
 from collections.abc import Mapping
@@ -22,6 +24,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
+from dgmo_pl.batch import separate_recordings
 from dgmo_pl.checkpoints import AtomicCheckpointIO, check_mask_shape, model_settings, read_checkpoint
 from dgmo_pl.checks import check_folder, check_joint, check_trainer
 from dgmo_pl.data import SeparationDataModule
@@ -43,6 +46,7 @@ from dgmo_pl.evaluation.shards import launch, single_device_trainer_settings
 from dgmo_pl.job import FitPlan
 from dgmo_pl.model import MaskSeparator
 from dgmo_pl.output import OutputSettings
+from dgmo_pl.publish import file_digest
 from dgmo_pl.separate import TRAINER_INVARIANTS, SeparationResult, TrainerFactory, new_run_folder, separate
 
 #: Callback groups an application adds to the command line (``{"monitor": MaskMonitor}``).
@@ -168,6 +172,11 @@ class DGMOCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Add DGMO's argument groups, links and defaults."""
         parser.add_class_arguments(OutputSettings, "audio")
+        parser.add_argument(
+            "--output_dir", type=str | None, default=None,
+            help="a folder to write into (created if missing) instead of a new version folder; re-running into it "
+                 "skips the recordings (evaluate: rows) already done with the same settings",
+        )  # fmt: skip
         for key, callback in self.app_callbacks.items():
             parser.add_lightning_class_args(callback, key)
         parser.link_arguments("data.spec", "model.spec", apply_on="instantiate")
@@ -181,6 +190,14 @@ class DGMOCLI(LightningCLI):
             "trainer.default_root_dir": "logs",
             **{f"trainer.{k}": v for k, v in TRAINER_INVARIANTS.items()},
         })  # fmt: skip
+
+    @staticmethod
+    def run_settings(c: Namespace) -> dict[str, Any]:
+        """The settings a recording's result depends on, beyond the recording itself and its queries."""
+        per_recording = ("mixture", "query", "queries", "references", "cache_dir")
+        data = {k: v for k, v in c.data.as_dict().items() if k not in per_recording}
+        return {"model": c.model.as_dict(), "data": data, "audio": c.audio.as_dict(), "rounds": c.trainer.max_epochs,
+                "precision": str(c.trainer.precision), "seed": c.seed_everything}  # fmt: skip
 
     def _section(self, config: Namespace) -> Namespace:
         """The subcommand's part of a parsed configuration (all of it without subcommands)."""
@@ -228,6 +245,16 @@ class DGMOCLI(LightningCLI):
                 "pass the query of that checkpoint with --data.query"
             )
         check_joint(bool(self.model.hparams.joint), bool(self.model.hparams.residual), len(self.datamodule.queries))
+        if output_dir := self.config[self.subcommand].get("output_dir"):
+            check_folder(output_dir, "--output_dir")
+        if self.datamodule.batch or output_dir:
+            if ckpt_path:
+                raise InputError("--ckpt_path resumes one fit: with --output_dir or several recordings, re-run into "
+                                 "the same --output_dir instead (finished recordings are kept)")  # fmt: skip
+            self.datamodule.recordings()  # every listed file exists, or the folder has audio
+            if self.datamodule.generates:
+                self.datamodule.provider()  # the model, loaded once for every recording
+            return
         separation = self.datamodule.separation()
         plans = separation.plans(bool(self.model.hparams.joint), bool(self.model.hparams.residual))
         if ckpt_path and len(plans) > 1:
@@ -265,6 +292,10 @@ class DGMOCLI(LightningCLI):
     def fit(self, model: MaskSeparator, datamodule: SeparationDataModule, ckpt_path: str | None = None,
             **kwargs: Any) -> None:  # fmt: skip
         """Separate the recording into a new run folder, then list what was written."""
+        output_dir = self.config[self.subcommand].get("output_dir")
+        if datamodule.batch or output_dir:
+            self.fit_recordings(model, datamodule, Path(output_dir) if output_dir else self.run_folder())
+            return
         run_dir = self.run_folder()
         self.run(model, datamodule, run_dir, ckpt_path)
         print(f"run directory: {run_dir}")
@@ -273,6 +304,28 @@ class DGMOCLI(LightningCLI):
         cache = datamodule.cache
         if datamodule.generates and cache.root is not None:
             print(f"reference cache {cache.root}: {cache.hits} entries found, {cache.misses + cache.rejected} computed")
+
+    def fit_recordings(self, model: MaskSeparator, datamodule: SeparationDataModule, output: Path) -> None:
+        """Separate every recording with every query into ``output/<recording>/``; exit status 1 if one failed."""
+        settings = self._section(self.config_init)["audio"]
+        queries, references = datamodule.queries, datamodule.reference_files or None
+        common = self.run_settings(self._section(self.config))
+
+        def run(path: Path, folder: Path) -> None:
+            separation = datamodule.separation_of(str(path), queries, references)
+            separate(separation, model, self.fit_trainers(folder), folder, settings)
+
+        def key(path: Path) -> str:
+            what = {"mixture": file_digest(path), "queries": queries, "settings": common}
+            return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+        report = separate_recordings(datamodule.recordings(), output, run, key)
+        print(f"run directory: {output}")
+        print(f"  {len(report.done)} separated, {len(report.skipped)} already done, {len(report.failed)} failed")
+        if report.failed:
+            names = ", ".join(name for name, _ in report.failed[:5])
+            print(f"error: {len(report.failed)} recordings failed ({names}); see the lines above", file=sys.stderr)
+            raise SystemExit(1)
 
     def before_references(self) -> None:
         """Check every input before generating references."""
@@ -301,9 +354,6 @@ class EvaluateCLI(DGMOCLI):
         super().add_arguments_to_parser(parser)
         parser.add_argument("--manifest", type=str, required=True,
                             help="a CSV (mixture, query, optional source, id) or a folder in AudioSep's layout")
-        parser.add_argument("--output_dir", type=str | None, default=None,
-                            help="where rows and reports go (default <default_root_dir>/evaluation/<manifest name>); "
-                                 "re-running into it skips the rows already done")
         parser.add_argument("--reference_source", type=ReferenceMode, default="diffusion",
                             help="diffusion (DGMO) or true_source (the row's source as the reference)")
         parser.add_argument("--clap_model", type=str | None, default="laion/clap-htsat-unfused",
@@ -315,11 +365,8 @@ class EvaluateCLI(DGMOCLI):
     def _row_settings(self, scorer: ClapScorer | None) -> dict[str, Any]:
         """Every setting a row's result depends on (a row scored under other settings is done again)."""
         c = self.config
-        per_row = ("mixture", "query", "queries", "references", "cache_dir")
-        data = {k: v for k, v in c.data.as_dict().items() if k not in per_row}
-        return {"model": c.model.as_dict(), "data": data, "audio": c.audio.as_dict(),
-                "rounds": c.trainer.max_epochs, "precision": str(c.trainer.precision), "seed": c.seed_everything,
-                "reference_source": c.reference_source, "clap_model": c.clap_model if scorer else None}  # fmt: skip
+        return {**self.run_settings(c), "reference_source": c.reference_source,
+                "clap_model": c.clap_model if scorer else None}  # fmt: skip
 
     def evaluate(self) -> None:
         """Evaluate the manifest; exit status 1 if any row failed."""

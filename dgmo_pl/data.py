@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lightning.pytorch import LightningDataModule
 
+from dgmo_pl.batch import list_recordings
 from dgmo_pl.checks import check_folder
 from dgmo_pl.diffusion.backbones import Backbone, infer_backbone
 from dgmo_pl.diffusion.cache import TensorCache
@@ -54,7 +55,9 @@ class SeparationDataModule(LightningDataModule):
     fit a :class:`~dgmo_pl.fit_data.FitDataModule` of its own.
 
     Args:
-        mixture: Audio file to separate (any format soundfile reads, any length, rate and channels).
+        mixture: Audio file to separate (any format soundfile reads, any length, rate and channels),
+            or a folder of them, or a list of files: each is separated with every query, in one run
+            (see :mod:`dgmo_pl.batch`).
         query: Text naming the sound to separate (ignored when ``queries`` is given).
         queries: Several texts, one separated output each.
         references: Time-aligned recordings (true sources, any rate and channels, the mixture's
@@ -90,7 +93,7 @@ class SeparationDataModule(LightningDataModule):
 
     def __init__(
         self,
-        mixture: str = DEMO_MIXTURE,
+        mixture: str | list[str] = DEMO_MIXTURE,
         query: str = DEMO_QUERY,
         queries: list[str] | None = None,
         references: list[str] | list[list[str]] | None = None,
@@ -118,6 +121,11 @@ class SeparationDataModule(LightningDataModule):
         self.backbone = backbone if backbone is not None else infer_backbone(model)
         self._queries = self._check_queries(query, queries, references)
         self._reference_files = self._check_references(references, self._queries)
+        if self._reference_files and self.batch:
+            raise InputError(
+                "--data.references are time-aligned with one mixture, but --data.mixture is a folder or a list: "
+                "drop the references, or separate one recording"
+            )
         if steps_per_round < 1:
             raise InputError(f"steps_per_round {steps_per_round} must be at least 1: fix --data.steps_per_round")
         if steps_per_batch < 1:
@@ -186,6 +194,22 @@ class SeparationDataModule(LightningDataModule):
         return unique_slugs(self._queries)
 
     @property
+    def reference_files(self) -> list[list[str]]:
+        """Per query, its true-source files (empty: references are generated)."""
+        return self._reference_files
+
+    @property
+    def batch(self) -> bool:
+        """Whether ``mixture`` names several recordings (a folder or a list of files)."""
+        mixture = self.hparams.mixture
+        return isinstance(mixture, list | tuple) or Path(mixture).expanduser().is_dir()
+
+    def recordings(self) -> list[tuple[str, Path]]:
+        """``(name, file)`` of every recording (one for a single file; see :func:`~dgmo_pl.batch.list_recordings`)."""
+        mixture = self.hparams.mixture
+        return list_recordings(mixture) if self.batch else [(Path(mixture).stem, Path(mixture))]
+
+    @property
     def generates(self) -> bool:
         """Whether references come from the diffusion model (no ``references`` files given)."""
         return not self._reference_files
@@ -196,6 +220,11 @@ class SeparationDataModule(LightningDataModule):
         Streams through the files once to check them and loads the diffusion model, so that bad
         input fails before any output is written.
         """
+        if self.batch:
+            raise InputError(
+                f"--data.mixture {self.hparams.mixture!r} names several recordings: this command takes one "
+                "(fit takes several)"
+            )
         if self._separation is None:
             hp = self.hparams
             self._separation = self.separation_of(hp.mixture, self._queries, self._reference_files or None)

@@ -16,12 +16,7 @@ import hashlib
 import io
 import json
 import math
-import os
-import re
-import shutil
 import statistics
-import tempfile
-import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,6 +28,7 @@ from dgmo_pl.audio import frontend as fe
 from dgmo_pl.audio.io import read_audio
 from dgmo_pl.evaluation.manifest import Row, check_id
 from dgmo_pl.evaluation.metrics import ClapScorer, separation_metrics
+from dgmo_pl.publish import file_digest, fresh_attempt, publish, read_record, write_text_atomically
 
 #: Separates one row into a folder; returns the separated file.
 Separate = Callable[[Row, Path], Path]
@@ -69,33 +65,10 @@ SCORING: dict[str, Scoring] = {
 }
 
 
-def write_text_atomically(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in its folder (never half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def row_folder(output: Path, row: Row) -> Path:
     """The folder of one row's outputs under ``output``: ``rows/<id>`` (ids are checked plain names)."""
     check_id(row.id, f"row {row.id!r}")
     return output / "rows" / row.id
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def row_key(row: Row, settings: Mapping[str, Any], scoring: str) -> str:
@@ -122,28 +95,6 @@ def _finished(folder: Path, key: str, row: Row) -> bool:
         print(f"row {row.id} changed since it was scored (its files, query or the settings): separated again")
         return False
     return True
-
-
-def _attempt(output: Path, row: Row) -> Path:
-    """A fresh folder for a new attempt at ``row``, beside its folder; earlier unfinished attempts removed."""
-    rows = output / "rows"
-    mine = re.compile(rf"\.{re.escape(row.id)}\.attempt-[A-Za-z0-9_]{{8}}")  # not another id's attempts
-    for stale in rows.glob(f".{row.id}.attempt-*"):
-        if mine.fullmatch(stale.name) and stale.is_dir():
-            shutil.rmtree(stale)
-    rows.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{row.id}.attempt-", dir=rows))
-
-
-def _publish(attempt: Path, folder: Path) -> None:
-    """Put a finished attempt in the row's place; an earlier result is removed only once the new one is there."""
-    old = None
-    if folder.exists():
-        old = folder.with_name(f".{folder.name}.replaced-{os.getpid()}-{time.time_ns()}")
-        os.replace(folder, old)
-    os.replace(attempt, folder)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def shard(rows: list[Row], rank: int, world: int) -> list[Row]:
@@ -205,7 +156,7 @@ def evaluate_rows(
         key = row_key(row, settings or {}, scoring)
         if _finished(folder, key, row):
             continue
-        attempt = _attempt(output, row)
+        attempt = fresh_attempt(folder)
         try:
             separated = separate(row, attempt)
             record = {"id": row.id, "query": row.query, "output": str(folder / separated.relative_to(attempt)),
@@ -217,15 +168,7 @@ def evaluate_rows(
                      "traceback": traceback.format_exc(), "key": key}  # fmt: skip
             write_text_atomically(attempt / "error.json", json.dumps(error, indent=2))
             print(f"row {row.id} failed: {error['error']}")
-        _publish(attempt, folder)
-
-
-def _read_record(path: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return record if isinstance(record, dict) else None
+        publish(attempt, folder)
 
 
 def collect(rows: list[Row], output: Path) -> list[dict[str, Any]]:
@@ -233,9 +176,9 @@ def collect(rows: list[Row], output: Path) -> list[dict[str, Any]]:
     results = []
     for row in rows:
         folder = row_folder(output, row)
-        if (record := _read_record(folder / "metrics.json")) is not None:
+        if (record := read_record(folder / "metrics.json")) is not None:
             results.append({"status": "ok", **record})
-        elif (error := _read_record(folder / "error.json")) is not None:
+        elif (error := read_record(folder / "error.json")) is not None:
             results.append({"id": row.id, "query": row.query, "status": "failed", "error": error.get("error", "?")})
         else:
             results.append({"id": row.id, "query": row.query, "status": "failed", "error": "not evaluated"})
