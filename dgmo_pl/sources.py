@@ -24,10 +24,12 @@ def round_seed(round_index: int) -> int:
     return (torch.initial_seed() + round_index) % 2**63
 
 
-def masked_log_mel(mixture: Mixture, spec: fe.SpectrogramConfig, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Log-mel of a window, under ``mask`` (``[F, T]``) if given: ``[1, 1, T, M]``."""
+def masked_log_mel(
+    mixture: Mixture, spec: fe.SpectrogramConfig, mel_basis: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Log-mel of a window, under ``mask`` (``[F, T]``) if given: ``[1, 1, T, M]`` (``mel_basis``: ``[F, M]``)."""
     magnitude = mixture.magnitude if mask is None else mixture.magnitude * mask.to(mixture.magnitude)
-    return fe.diffusion_log_mel(magnitude, fe.mel_filterbank(spec), spec)
+    return fe.diffusion_log_mel(magnitude, mel_basis, spec)
 
 
 class ReferenceSource(Protocol):
@@ -125,6 +127,7 @@ class DiffusionReferences:
         self, provider: ReferenceProvider, queries: Sequence[str], spec: fe.SpectrogramConfig, num_windows: int
     ) -> None:
         self.provider, self.queries, self.spec, self.num_windows = provider, list(queries), spec, num_windows
+        self.mel_basis = fe.mel_filterbank(spec)  # once, not per window and round
         self._first_round: dict[int, list[torch.Tensor]] = {}
 
     def _label(self, round_index: int, window: int, queries: list[str], rounds: int | None) -> str:
@@ -137,7 +140,7 @@ class DiffusionReferences:
         """Round 0's references of every query for one window: ``[K, 1, T, M]`` each."""
         if mixture.index not in self._first_round:
             self._first_round[mixture.index] = self.provider.references(
-                masked_log_mel(mixture, self.spec), self.queries, 0, round_seed(0), mixture.digest,
+                masked_log_mel(mixture, self.spec, self.mel_basis), self.queries, 0, round_seed(0), mixture.digest,
                 self._label(0, mixture.index, self.queries, rounds),
             )  # fmt: skip
         return self._first_round[mixture.index]
@@ -158,8 +161,9 @@ class DiffusionReferences:
             text = self.queries[query]
             row = []
             for wi, mixture in enumerate(windows):
+                estimate = masked_log_mel(mixture, self.spec, self.mel_basis, masks[qi, wi])
                 (refs,) = self.provider.references(
-                    masked_log_mel(mixture, self.spec, masks[qi, wi]), [text], round_index, seed, mixture.digest,
+                    estimate, [text], round_index, seed, mixture.digest,
                     self._label(round_index, mixture.index, [text], rounds),
                 )  # fmt: skip
                 row.append(refs)
@@ -172,7 +176,7 @@ class DiffusionReferences:
         seed = round_seed(0)
         for index in range(recording.num_windows):
             mixture = load_window(recording, index, self.spec)
-            log_mel = masked_log_mel(mixture, self.spec)
+            log_mel = masked_log_mel(mixture, self.spec, self.mel_basis)
             self.provider.references(log_mel, self.queries, 0, seed, mixture.digest,
                                      self._label(0, index, self.queries, None))  # fmt: skip
             paths.extend(self.provider.paths(log_mel, self.queries, 0, seed, mixture.digest))
