@@ -7,23 +7,27 @@ loaded once per :class:`Separator` and reused by every call.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import seed_everything
+from lightning.pytorch import Callback, seed_everything
 
 from dgmo_pl.audio.io import read_audio, write_audio
+from dgmo_pl.batch import BatchReport, list_recordings, recording_key, separate_recordings
 from dgmo_pl.data import SeparationDataModule
 from dgmo_pl.errors import InputError
 from dgmo_pl.model import MaskSeparator
 from dgmo_pl.output import OutputSettings
-from dgmo_pl.separate import separate, trainer_factory
+from dgmo_pl.separate import SeparationResult, separate, trainer_factory
 
 #: MaskSeparator's settings, taken by :meth:`Separator.from_pretrained` beside the data settings.
 MODEL_SETTINGS = ("lr", "mask_init", "threshold")
+#: Data settings that name one recording's inputs, not how it is separated (left out of a batch's keys).
+PER_RECORDING = ("mixture", "query", "queries", "references", "cache_dir")
 
 
 class SeparationOutput(Mapping[str, torch.Tensor]):
@@ -98,7 +102,7 @@ class Separator:
     def separate(
         self, audio: str | Path | torch.Tensor, queries: str | Sequence[str], sample_rate: int | None = None, *,
         joint: bool = False, residual: bool = False, references: Sequence[Sequence[str]] | None = None,
-        log_dir: str | Path | None = None,
+        log_dir: str | Path | None = None, callbacks: Sequence[Callback] = (),
     ) -> SeparationOutput:
         """Separate each query's sound from ``audio``.
 
@@ -110,6 +114,7 @@ class Separator:
             residual: With ``joint``, also the "everything else" output.
             references: Per query, true-source files to use instead of generated references.
             log_dir: Keep the run there (TensorBoard logs, checkpoints, files); default: nothing kept.
+            callbacks: Further Lightning callbacks for every fit of this call (progress reports, say).
 
         Returns:
             The separated sounds, by output name.
@@ -118,18 +123,65 @@ class Separator:
         with tempfile.TemporaryDirectory(prefix="dgmo-") as work:
             path = self._as_file(audio, sample_rate, Path(work))
             folder = Path(log_dir) if log_dir is not None else Path(work) / "run"
-            seed_everything(self.seed, verbose=False)
-            separation = self.data.separation_of(str(path), texts, [list(r) for r in references] if references
-                                                 else None)  # fmt: skip
-            module = MaskSeparator(**self.model_settings, joint=joint, residual=residual, spec=separation.spec)
-            quiet = {"enable_progress_bar": False, "enable_checkpointing": log_dir is not None}
-            logs = {} if log_dir is not None else {"loggers": None}  # no folder kept: no logs
-            trainers = trainer_factory(folder, **logs, **{"max_epochs": self.rounds, **quiet, **self.trainer})
-            result = separate(separation, module, trainers, folder, self.audio)
+            result = self._run(path, texts, folder, joint, residual, references, log_dir is not None, callbacks)
             sounds = {name: read_audio(file, "separated file") for name, file in result.outputs.items()}
         rates = {rate for _, rate in sounds.values()}
         groups = {name: file.parent.name for name, file in result.outputs.items()}
         return SeparationOutput({n: a for n, (a, _) in sounds.items()}, rates.pop(), groups)
+
+    def separate_many(
+        self, recordings: str | Path | Sequence[str | Path], queries: str | Sequence[str], output_dir: str | Path, *,
+        joint: bool = False, residual: bool = False,
+    ) -> BatchReport:
+        """Separate every audio file of a folder (or a list) with every query, as ``fit`` does with a folder.
+
+        The files land where ``main.py fit --data.mixture <folder> --output_dir <output_dir>`` puts
+        them: ``<output_dir>/<recording>/<query>/<query>.wav`` (``joint/`` for joint masks), with
+        each fit's logs and checkpoints. A recording that fails is reported (on stderr and in the
+        report) and the others finish; one already done in ``output_dir`` with the same file,
+        queries and settings is skipped.
+
+        Args:
+            recordings: A folder (its audio files, recursively), or a list of audio files.
+            queries: One text or several, for every recording.
+            output_dir: The folder of the results (made if missing; reused to skip finished recordings).
+            joint: The queries' masks partition each mixture (their outputs add up to it).
+            residual: With ``joint``, also the "everything else" output.
+
+        Returns:
+            The recordings separated, skipped and failed (with each failure's message), by name.
+
+        Raises:
+            InputError: A listed file does not exist, or the folder holds no audio file.
+        """
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        if isinstance(recordings, str | Path):
+            mixture: str | list[str] = str(recordings) if Path(recordings).is_dir() else [str(recordings)]
+        else:
+            mixture = [str(r) for r in recordings]
+        listed = list_recordings(mixture)
+        settings = {"data": {k: v for k, v in self.data.hparams.items() if k not in PER_RECORDING},
+                    "model": self.model_settings, "joint": joint, "residual": residual, "rounds": self.rounds,
+                    "seed": self.seed, "audio": dataclasses.asdict(self.audio), "trainer": self.trainer}  # fmt: skip
+        return separate_recordings(
+            listed, Path(output_dir), lambda path, out: self._run(path, texts, out, joint, residual, None, True),
+            lambda path: recording_key(path, texts, settings),
+        )  # fmt: skip
+
+    def _run(
+        self, path: Path, queries: list[str], folder: Path, joint: bool, residual: bool,
+        references: Sequence[Sequence[str]] | None, keep: bool, callbacks: Sequence[Callback] = (),
+    ) -> SeparationResult:
+        """One recording through :func:`~dgmo_pl.separate.separate` into ``folder`` (``keep``: logs, checkpoints)."""
+        seed_everything(self.seed, verbose=False)
+        separation = self.data.separation_of(str(path), queries, [list(r) for r in references] if references
+                                             else None)  # fmt: skip
+        module = MaskSeparator(**self.model_settings, joint=joint, residual=residual, spec=separation.spec)
+        quiet = {"enable_progress_bar": False, "enable_checkpointing": keep}
+        logs = {} if keep else {"loggers": None}  # no folder kept: no logs
+        trainers = trainer_factory(folder, **logs, callbacks=lambda: list(callbacks),
+                                   **{"max_epochs": self.rounds, **quiet, **self.trainer})  # fmt: skip
+        return separate(separation, module, trainers, folder, self.audio)
 
     @staticmethod
     def _as_file(audio: str | Path | torch.Tensor, sample_rate: int | None, work: Path) -> Path:

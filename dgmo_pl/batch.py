@@ -9,6 +9,7 @@ fails is reported and the others go on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dgmo_pl.errors import InputError
-from dgmo_pl.publish import fresh_attempt, publish, read_record, write_text_atomically
+from dgmo_pl.publish import file_digest, fresh_attempt, publish, read_record, write_text_atomically
 
 #: File endings taken from an input folder (what libsndfile reads).
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf", ".w64",
@@ -55,6 +56,12 @@ def list_recordings(mixture: str | Sequence[str]) -> list[tuple[str, Path]]:
         twice = next(n for n in names if names.count(n) > 1)
         raise InputError(f"--data.mixture lists two files named '{twice}': give each recording its own file name")
     return list(zip(names, files, strict=True))
+
+
+def recording_key(path: Path, queries: Sequence[str], settings: dict[str, object]) -> str:
+    """A digest of what a recording's result depends on: the file's content, its queries and the settings."""
+    what = {"mixture": file_digest(path), "queries": list(queries), "settings": settings}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 from helpers import QUIET, REPO, main, tiny_args
 
 from dgmo_pl import Separator
-from dgmo_pl.audio.io import read_audio
+from dgmo_pl.audio.io import read_audio, write_audio
 from dgmo_pl.diffusion.references import ReferenceGenerator
 from dgmo_pl.errors import InputError
 
@@ -102,3 +102,31 @@ def test_the_readme_example_runs_as_written(tiny_model: Path, tmp_path: Path, mo
     exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - the README's own example
     written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.wav"))
     assert written == ["joint/dog-barking.wav", "joint/man-speaking.wav", "joint/residual.wav"]
+
+
+def test_a_folder_is_separated_with_every_query_the_model_loaded_once(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """3 recordings x 2 queries: 6 files where ``fit --output_dir`` puts them; a broken file is reported, not raised."""
+    loads = []
+    original = ReferenceGenerator.from_pretrained.__func__
+    monkeypatch.setattr(ReferenceGenerator, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: loads.append(a[0]) or original(cls, *a, **k)))
+    inputs = tmp_path / "in"
+    for seed, name in enumerate(("a.wav", "b.flac", "sub/c.wav")):
+        (inputs / name).parent.mkdir(parents=True, exist_ok=True)
+        write_audio(inputs / name, torch.randn(1, 8000, generator=torch.Generator().manual_seed(seed)) * 0.1, 16000)
+    (inputs / "broken.wav").write_text("not audio at all")
+    sep = Separator.from_pretrained(str(tiny_model), ddim_steps=4, steps_per_round=2, rounds=1, cache_dir=None)
+
+    report = sep.separate_many(inputs, QUERIES, tmp_path / "out")
+
+    assert report.done == ["a", "b", "sub/c"] and [name for name, _ in report.failed] == ["broken"]
+    assert "could not be read as audio" in report.failed[0][1] and "error: " in capsys.readouterr().err
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.wav")
+                     if p.parent.name != "references")
+    assert written == [f"{r}/{q}/{q}.wav" for r in ("a", "b", "sub/c") for q in ("dog-barking", "man-speaking")]
+    assert read_audio(tmp_path / "out" / "b" / "dog-barking" / "dog-barking.wav")[0].shape == (1, 8000)
+    assert loads == [str(tiny_model)]
+    again = sep.separate_many([inputs / "a.wav", inputs / "b.flac"], QUERIES, tmp_path / "out")
+    assert again.skipped == ["a", "b"] and not again.done
