@@ -16,6 +16,8 @@ from dgmo_pl.data import DEMO_MIXTURE
 
 #: Output slots: one per query, plus the residual.
 SLOTS = MAX_QUERIES + 1
+#: No "share" button: it uploads to a hosting service, and the app is local.
+IMAGE_BUTTONS = ["download", "fullscreen"]
 MASK_CAPTION = ("Masks are measured on the files: |output STFT| / |mixture STFT|, clipped to [0, 1] "
                 "(bright: kept, dark: removed).")  # fmt: skip
 
@@ -45,14 +47,14 @@ def build_page(cache: SeparatorCache, defaults: PageDefaults, work: Path) -> gr.
                     joint = gr.Checkbox(label="Joint masks (the outputs add up to the recording)", value=True)
                     residual = gr.Checkbox(label="Residual output: everything else (needs joint masks)", value=True)
                 button = gr.Button("Separate", variant="primary")
-            mixture = gr.Image(label="Recording: spectrogram", type="pil", interactive=False)
+            mixture = gr.Image(label="Recording: spectrogram", type="pil", interactive=False, buttons=IMAGE_BUTTONS)
         slots: list[tuple[Any, ...]] = []
         for i in range(SLOTS):
             with gr.Row(visible=False) as row:
                 player = gr.Audio(label=f"Output {i + 1}", type="filepath", interactive=False, buttons=["download"],
                                   elem_id=f"output-{i}")  # fmt: skip
-                spectrogram = gr.Image(label="Spectrogram", type="pil", interactive=False)
-                mask = gr.Image(label="Mask", type="pil", interactive=False)
+                spectrogram = gr.Image(label="Spectrogram", type="pil", interactive=False, buttons=IMAGE_BUTTONS)
+                mask = gr.Image(label="Mask", type="pil", interactive=False, buttons=IMAGE_BUTTONS)
             slots.append((row, player, spectrogram, mask))
         gr.Markdown(MASK_CAPTION)
         gr.Examples([[DEMO_MIXTURE, "dog barking\nman speaking"]], inputs=[audio, queries], label="Demo mixture")
