@@ -48,6 +48,17 @@ def test_constraints_agree_with_the_pins() -> None:
     assert len(resolved) > 50, "constraints.txt should list the whole resolved set, not only the pins"
 
 
+def test_the_extras_are_pinned_exactly_as_in_the_constraints() -> None:
+    """The optional extras (dev, app) hold to the same rule as the dependencies."""
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pins = {}
+    for text in (text for group in extras.values() for text in group):
+        requirement = Requirement(text)
+        pins[requirement.name.lower()] = next((s.version for s in requirement.specifier if s.operator == "=="), None)
+    assert {"gradio", "playwright", "pytest", "ruff"} <= pins.keys()
+    assert {name: constraints().get(name) for name in pins} == pins
+
+
 def test_installed_torch_and_torchaudio_are_the_pinned_pair() -> None:
     """The environment running the tests has exactly the pair that pyproject.toml pins."""
     pins = pyproject_pins()
