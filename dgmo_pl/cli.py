@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import shlex
 import sys
 import warnings
 from collections.abc import Mapping
@@ -43,10 +44,12 @@ from dgmo_pl.evaluation.runner import (
     write_reports,
 )
 from dgmo_pl.evaluation.shards import launch, single_device_trainer_settings
+from dgmo_pl.interrupt import RunInterrupted
 from dgmo_pl.job import FitPlan
 from dgmo_pl.model import MaskSeparator
 from dgmo_pl.output import OutputSettings
 from dgmo_pl.publish import file_digest
+from dgmo_pl.run_state import RUN_RECORD
 from dgmo_pl.separate import TRAINER_INVARIANTS, SeparationResult, TrainerFactory, new_run_folder, separate
 
 #: Callback groups an application adds to the command line (``{"monitor": MaskMonitor}``).
@@ -177,6 +180,16 @@ class DGMOCLI(LightningCLI):
             help="a folder to write into (created if missing) instead of a new version folder; re-running into it "
                  "skips the recordings (evaluate: rows) already done with the same settings",
         )  # fmt: skip
+        parser.add_argument(
+            "--resume", type=str | None, default=None,
+            help="finish the run in this folder (one that was stopped or killed), with the settings it was started "
+                 "with: finished fits are kept, the interrupted one resumes from its checkpoint",
+        )  # fmt: skip
+        parser.add_argument(
+            "--checkpoint_every", type=int, default=50,
+            help="save each fit's resume checkpoint (checkpoints/last.ckpt) every this many optimiser steps; "
+                 "0: only when Ctrl-C or SIGTERM stops the run",
+        )  # fmt: skip
         for key, callback in self.app_callbacks.items():
             parser.add_lightning_class_args(callback, key)
         parser.link_arguments("data.spec", "model.spec", apply_on="instantiate")
@@ -219,12 +232,19 @@ class DGMOCLI(LightningCLI):
 
         return make
 
+    def trainer_identity(self) -> dict[str, Any]:
+        """The trainer settings a run's result depends on (for its record in the run folder)."""
+        trainer = self._section(self.config)["trainer"]
+        return {"rounds": trainer.max_epochs, "precision": str(trainer.precision)}
+
     def run(self, model: MaskSeparator, datamodule: SeparationDataModule, folder: Path,
-            ckpt_path: str | None = None) -> SeparationResult:  # fmt: skip
+            ckpt_path: str | None = None, resume: bool = False) -> SeparationResult:  # fmt: skip
         """Separate the configured recording into ``folder`` (see :func:`~dgmo_pl.separate.separate`)."""
+        section = self._section(self.config)
         settings = self._section(self.config_init)["audio"]
         return separate(datamodule.separation(), model, self.fit_trainers(folder), folder, settings,
-                        ckpt_path=ckpt_path)  # fmt: skip
+                        ckpt_path=ckpt_path, resume=resume, identity=self.trainer_identity(),
+                        checkpoint_every=section.get("checkpoint_every") or 0)  # fmt: skip
 
     def before_fit(self) -> None:
         """Check the settings and every input before any work starts (bad input leaves no partial run)."""
@@ -232,6 +252,7 @@ class DGMOCLI(LightningCLI):
         check_folder(self.trainer.log_dir, "the run folder (--trainer.default_root_dir or the logger's save_dir)")
         check_loggers(self.config[self.subcommand]["trainer"]["logger"])
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        self._check_resume(ckpt_path)
         if ckpt_path in ("last", "best", "hpc", "registry"):
             raise InputError(
                 f"--ckpt_path {ckpt_path} cannot resume a run: every run has a new folder, with no {ckpt_path} "
@@ -268,6 +289,22 @@ class DGMOCLI(LightningCLI):
             check_mask_shape(self.checkpoint, (plans[0].masks, len(plans[0].windows), spec.n_freq, spec.n_frames),
                              ckpt_path)  # fmt: skip
 
+    def _check_resume(self, ckpt_path: str | None) -> None:
+        """Refuse ``--resume`` with what it cannot go with, or a folder that holds no run."""
+        section = self.config[self.subcommand]
+        if (every := section.get("checkpoint_every")) is not None and every < 0:
+            raise InputError(f"--checkpoint_every {every} must be 0 (only on Ctrl-C or SIGTERM) or a number of steps")
+        if not (resume := section.get("resume")):
+            return
+        if ckpt_path:
+            raise InputError("--resume finishes a run from its own checkpoints: drop --ckpt_path")
+        if self.datamodule.batch or section.get("output_dir"):
+            raise InputError("--resume finishes one recording's run; with --output_dir or several recordings, re-run "
+                             "into the same --output_dir instead (finished recordings are kept)")  # fmt: skip
+        if not (Path(resume) / RUN_RECORD).is_file():
+            raise InputError(f"--resume '{resume}' is not a run folder (no {RUN_RECORD} in it): pass the folder a "
+                             "fit printed as 'run directory: ...'")  # fmt: skip
+
     def run_folder(self) -> Path:
         """The run's new folder, claimed atomically: ``<save_dir>/<name>/version_<N>``, or the logger's version.
 
@@ -296,9 +333,17 @@ class DGMOCLI(LightningCLI):
         if datamodule.batch or output_dir:
             self.fit_recordings(model, datamodule, Path(output_dir) if output_dir else self.run_folder())
             return
-        run_dir = self.run_folder()
-        self.run(model, datamodule, run_dir, ckpt_path)
+        resume = self.config[self.subcommand].get("resume")
+        if resume:
+            self.save_config_kwargs["overwrite"] = True  # each fit's config.yaml is written again, the same
+        run_dir = Path(resume) if resume else self.run_folder()
+        result = self.run(model, datamodule, run_dir, ckpt_path, resume=bool(resume))
         print(f"run directory: {run_dir}")
+        if resume and not result.fitted:
+            print(f"  the run was already complete ({result.kept} fits): nothing to do")
+            return
+        if resume:
+            print(f"  resumed: {result.kept} finished fits kept, {result.fitted} run")
         for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
             print(f"  wrote {path}")
         cache = datamodule.cache
@@ -372,6 +417,9 @@ class EvaluateCLI(DGMOCLI):
         """Evaluate the manifest; exit status 1 if any row failed."""
         check_trainer(self.trainer)
         c = self.config
+        if c.resume:
+            raise InputError("evaluate goes on by itself: run the same command again (with the same --output_dir) "
+                             "and the rows already scored are kept; drop --resume")  # fmt: skip
         check_loggers(c.trainer.logger)
         check_joint(bool(self.model.hparams.joint), bool(self.model.hparams.residual), 1)  # a row: one query
         rows = load_rows(c.manifest)
@@ -448,11 +496,29 @@ def describe_os_error(err: OSError) -> str:
     return f"{what}{where}: {advice}; nothing partial was kept"
 
 
+def how_to_go_on(argv: list[str], folder: Path | None) -> str:
+    """How to finish a stopped run: the same command with ``--resume <folder>`` (evaluate: the same command)."""
+    program = "dgmo-pl" if Path(sys.argv[0]).name == "dgmo-pl" else "python main.py"
+    if argv[:1] == ["evaluate"]:
+        return f"to go on, run the same command again: {shlex.join([*program.split(), *argv])}"
+    if folder is None:
+        return "nothing was saved: run it again"
+    kept, skip = [], False
+    for arg in argv:  # an earlier --resume gives way to this one
+        if skip or arg == "--resume" or arg.startswith("--resume="):
+            skip = arg == "--resume"
+            continue
+        kept.append(arg)
+    return f"to finish it, run: {shlex.join([*program.split(), *kept, '--resume', str(folder)])}"
+
+
 def main(args: ArgsType = None, app_callbacks: AppCallbacks | None = None) -> None:
     """Run the command line; user mistakes end with a one-line message and exit status 2.
 
     A failure of the file system (a full disk, a read-only folder) ends with one line and exit
-    status 1; the atomic writers have removed what was half written.
+    status 1; the atomic writers have removed what was half written. A run stopped by Ctrl-C or
+    SIGTERM ends with a line saying how to finish it, and the shell's status for that signal
+    (130, 143).
 
     Args:
         args: The arguments (default: ``sys.argv[1:]``); ``evaluate ...`` runs :class:`EvaluateCLI`.
@@ -472,6 +538,9 @@ def main(args: ArgsType = None, app_callbacks: AppCallbacks | None = None) -> No
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except RunInterrupted as err:
+        print(f"error: {err}; {how_to_go_on(argv or [], err.folder)}", file=sys.stderr)
+        raise SystemExit(err.exit_status) from None
     except OSError as err:
         print(f"error: {describe_os_error(err)}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -25,6 +26,10 @@ class FitDataModule(LightningDataModule):
     loader at the round's start; from round 1 on they follow the masks that ``masks`` reads
     (the fitted module's output masks).
 
+    The current round's references are part of the fit's checkpoints (:meth:`state_dict`): a fit
+    resumed in the middle of a round needs the references that followed the masks of the
+    round's start, which the checkpoint's masks no longer are.
+
     Args:
         separation: The run.
         plan: This fit.
@@ -36,6 +41,7 @@ class FitDataModule(LightningDataModule):
         self.separation, self.plan, self.masks = separation, plan, masks
         self._windows: list[Mixture] | None = None
         self._fixed: torch.Tensor | None = None
+        self._round: tuple[int, torch.Tensor] | None = None  # (round, its references), the last served
 
     @property
     def windows(self) -> list[Mixture]:
@@ -51,8 +57,30 @@ class FitDataModule(LightningDataModule):
             check_round_reloading(self.trainer.reload_dataloaders_every_n_epochs)
             self.separation.source.to(self.trainer.strategy.root_device)
 
+    @property
+    def round_references(self) -> torch.Tensor | None:
+        """The references of the round served last, ``[Q, W, K, 1, T, M]`` (None before the first)."""
+        return self._round[1] if self._round is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The current round and its references, for the fit's checkpoint (plain tensors)."""
+        if self._round is None:
+            return {}
+        return {"round": torch.tensor(self._round[0]), "references": self._round[1].detach().cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back the round and its references of a checkpoint (a resumed fit serves them again)."""
+        if "round" in state:
+            self._round = (int(state["round"]), state["references"])
+
     def references(self, round_index: int) -> torch.Tensor:
         """Round ``round_index``'s references: ``[Q, W, K, 1, T, M]``."""
+        if self._round is not None and self._round[0] == round_index:
+            return self._round[1]
+        self._round = (round_index, self._references(round_index))
+        return self._round[1]
+
+    def _references(self, round_index: int) -> torch.Tensor:
         source = self.separation.source
         if not source.follows_masks:
             if self._fixed is None:

@@ -14,6 +14,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 
 from dgmo_pl.audio.frontend import SpectrogramConfig, diffusion_log_mel, mel_filterbank
 from dgmo_pl.errors import InputError
+from dgmo_pl.rounds import steps_in_batch
 from dgmo_pl.step_loss import StepLossLogger
 
 
@@ -36,8 +37,9 @@ class MaskSeparator(LightningModule):
     each, so that each window's mask gets the gradient it would get alone (and, Adam being
     per-element, the same updates).
 
-    Optimisation is manual: each loader batch carries ``"steps"``, the number of Adam steps to
-    take on it, so that Lightning's per-batch work is shared by several steps. The updates are
+    Optimisation is manual: each loader batch carries the round's step count and the steps per
+    batch, and batch ``batch_idx`` takes :func:`~dgmo_pl.rounds.steps_in_batch` Adam steps, so
+    that Lightning's per-batch work is shared by several steps. The updates are
     the same, in the same order, whatever the grouping. ``trainer.global_step`` counts Adam
     steps. The loss of every step goes to the loggers at that step's number through
     :class:`~dgmo_pl.step_loss.StepLossLogger` (see :meth:`configure_callbacks`).
@@ -108,7 +110,7 @@ class MaskSeparator(LightningModule):
         return torch.sigmoid(self.mask_logits)
 
     @torch.no_grad()
-    def _output_masks(self) -> torch.Tensor:
+    def output_masks(self) -> torch.Tensor:
         """All masks after thresholding, residual included: ``[S, W, F, T]``.
 
         Independent masks: values ``>= threshold`` set to 1, the logits themselves unchanged, as
@@ -124,12 +126,12 @@ class MaskSeparator(LightningModule):
         return torch.where(mask >= self.hparams.threshold, torch.ones_like(mask), mask)
 
     def thresholded_mask(self) -> torch.Tensor:
-        """Each query's mask as used between rounds and for output: ``[Q, W, F, T]`` (see :meth:`_output_masks`)."""
-        return self._query_masks(self._output_masks())
+        """Each query's mask as used between rounds and for output: ``[Q, W, F, T]`` (see :meth:`output_masks`)."""
+        return self._query_masks(self.output_masks())
 
     def residual_mask(self) -> torch.Tensor | None:
         """The "everything else" mask of a joint fit with a residual, ``[1, W, F, T]``; else None."""
-        return self._output_masks()[-1:] if self.hparams.joint and self.hparams.residual else None
+        return self.output_masks()[-1:] if self.hparams.joint and self.hparams.residual else None
 
     def forward(self, mixture_magnitude: torch.Tensor) -> torch.Tensor:
         """Log-mel of the mixture under each query's mask: ``[W, F, T] -> [Q, W, 1, T, M]``."""
@@ -148,7 +150,7 @@ class MaskSeparator(LightningModule):
         return (estimate - references).pow(2).mean(dim=(2, 3, 4, 5)).sum()
 
     def training_step(self, batch: dict[str, torch.Tensor | int], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Take ``batch["steps"]`` Adam steps (1 when absent) on the batch.
+        """Take this batch's Adam steps (:func:`~dgmo_pl.rounds.steps_in_batch`; 1 without a step count).
 
         Returns:
             ``{"losses": [steps]}``: the detached loss of each step, in order, for
@@ -156,7 +158,9 @@ class MaskSeparator(LightningModule):
             bar only.
         """
         optimiser = self.optimizers()
-        losses = torch.stack([self._adam_step(optimiser, batch) for _ in range(int(batch.get("steps", 1)))])
+        counted = "round_steps" in batch
+        steps = steps_in_batch(batch_idx, int(batch["round_steps"]), int(batch["steps_per_batch"])) if counted else 1
+        losses = torch.stack([self._adam_step(optimiser, batch) for _ in range(steps)])
         self.log("loss/train", losses[-1], on_step=True, on_epoch=False, prog_bar=True, logger=False)
         return {"losses": losses}
 

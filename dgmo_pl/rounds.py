@@ -8,12 +8,25 @@ import torch
 from torch.utils.data import Dataset
 
 
+def steps_in_batch(batch_idx: int, steps: int, steps_per_batch: int) -> int:
+    """Optimiser steps of a round's loader batch ``batch_idx``: ``steps_per_batch``, the last one the remainder.
+
+    A function of the batch's index in the round (which Lightning restores with a checkpoint),
+    not of the loader's position, so that a fit resumed in the middle of a round takes exactly
+    the steps the uninterrupted fit takes.
+    """
+    if not 0 <= batch_idx < math.ceil(steps / steps_per_batch):
+        raise IndexError(f"batch {batch_idx} of a round of {steps} steps, {steps_per_batch} a batch")
+    return min(steps_per_batch, steps - batch_idx * steps_per_batch)
+
+
 class RoundDataset(Dataset):
     """The same batch for ``steps`` optimiser steps, grouped ``steps_per_batch`` to a loader batch.
 
-    Each item is the round's batch plus ``"steps"``: how many optimiser steps the module takes
-    on it (``steps_per_batch``, the last item takes the remainder), so that the round makes
-    exactly ``steps`` steps whatever the grouping.
+    Every item is the round's batch plus ``"round_steps"`` and ``"steps_per_batch"``, from which
+    the module takes :func:`steps_in_batch` steps on loader batch ``batch_idx``, so that the
+    round makes exactly ``steps`` steps whatever the grouping. The items are all alike, so a
+    loader restarted mid-round (a resumed fit) serves the same data.
 
     Args:
         batch: The round's tensors (mixture magnitude, references), already on the training device.
@@ -32,5 +45,4 @@ class RoundDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        steps = min(self.steps_per_batch, self.steps - index * self.steps_per_batch)
-        return {**self.batch, "steps": steps}
+        return {**self.batch, "round_steps": self.steps, "steps_per_batch": self.steps_per_batch}

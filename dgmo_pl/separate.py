@@ -5,22 +5,29 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import signal
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from dgmo_pl.checkpoints import AtomicCheckpointIO
+from dgmo_pl.checkpoints import AtomicCheckpointIO, check_mask_shape, read_checkpoint
 from dgmo_pl.checks import check_folder, check_joint, check_trainer
-from dgmo_pl.export import SeparatedAudioWriter
+from dgmo_pl.export import SeparatedAudioWriter, deliver
 from dgmo_pl.fit_data import FitDataModule, MaskReader
+from dgmo_pl.interrupt import ResumeCheckpoint, RunInterrupted, StopRequest, stop_on_signals
 from dgmo_pl.job import FitPlan, Separation
 from dgmo_pl.model import MaskSeparator
 from dgmo_pl.output import OutputSettings, OutputSink
+from dgmo_pl.publish import file_digest
+from dgmo_pl.run_state import RunState
 
 #: Builds a fit's trainer, given the fit and the callbacks the loop adds (the audio writer).
 TrainerFactory = Callable[[FitPlan, list[Callback]], Trainer]
@@ -41,11 +48,15 @@ class SeparationResult:
         folder: The run folder.
         outputs: Each separated file, by output name (``<query>`` or ``residual``).
         written: Every audio file written (separated files and vocoded references), in order.
+        fitted: Fits run (or finished) by this call.
+        kept: Fits that a resumed run found finished, and kept.
     """
 
     folder: Path
     outputs: dict[str, Path]
     written: list[Path]
+    fitted: int = 0
+    kept: int = 0
 
 
 @contextlib.contextmanager
@@ -115,6 +126,25 @@ def trainer_factory(
     return make
 
 
+def run_identity(
+    separation: Separation, model: MaskSeparator, settings: OutputSettings, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a run's result depends on, recorded in its folder (a resume must match it).
+
+    The mixture's content, the queries, the reference source (model, revision, generation
+    settings; or the true sources' contents), the masks' settings, how the recording is cut
+    into fits, the seed and the output settings; plus ``extra`` (the trainer's rounds and precision).
+    """
+    module = {k: model.hparams[k] for k in ("lr", "mask_init", "threshold", "joint", "residual")}
+    return {
+        "mixture": file_digest(separation.recording.path), "queries": list(separation.queries),
+        "references": separation.source.identity(), "masks": module, "front_end": asdict(separation.spec),
+        "windows_per_fit": separation.windows_per_fit, "steps_per_round": separation.steps_per_round,
+        "steps_per_batch": separation.steps_per_batch, "seed": torch.initial_seed(), "output": asdict(settings),
+        **(extra or {}),
+    }  # fmt: skip
+
+
 def separate(
     separation: Separation,
     model: MaskSeparator,
@@ -123,6 +153,10 @@ def separate(
     settings: OutputSettings = OutputSettings(),
     make_data: DataFactory = FitDataModule,
     ckpt_path: str | None = None,
+    *,
+    resume: bool = False,
+    identity: Mapping[str, Any] | None = None,
+    checkpoint_every: int = 0,
 ) -> SeparationResult:
     """Separate a recording: fit the masks of every query group and window batch, then write the outputs.
 
@@ -131,13 +165,23 @@ def separate(
 
     1. a fresh module, ``model`` sized for the fit (``model`` itself is never fitted);
     2. a data module for exactly that fit (``make_data``), reading the module's masks between rounds;
-    3. a trainer for that fit (``make_trainer``), given the audio writer of the fit;
+    3. a trainer for that fit (``make_trainer``), given the audio writer of the fit and its
+       resume checkpoint (:class:`~dgmo_pl.interrupt.ResumeCheckpoint`);
     4. ``trainer.fit``; the writer puts the fit's windows into the run's output sink, which
-       moves each file into place once its last window is in.
+       moves each file into place once its last window is in;
+    5. the fit's output masks are recorded in its folder (:class:`~dgmo_pl.run_state.RunState`),
+       and its resume checkpoint removed.
 
-    Each fit's trainer is checked (:func:`~dgmo_pl.checks.check_trainer`) before it runs, and the
-    folder before anything. If a fit fails, the unfinished files are removed (earlier complete
-    files stay) and the error propagates.
+    The run's identity (:func:`run_identity`) is recorded in the folder first. With ``resume``,
+    the folder's run must have the same identity; its finished fits are not run again (their
+    masks go back into the outputs that are not complete yet), an interrupted fit resumes from
+    its checkpoint, and the rest run as usual: the files are those of the uninterrupted run.
+
+    SIGINT and SIGTERM stop the run after the current step with a checkpoint
+    (:class:`~dgmo_pl.interrupt.RunInterrupted`). Each fit's trainer is checked
+    (:func:`~dgmo_pl.checks.check_trainer`) before it runs, and the folder before anything. If a
+    fit fails or is stopped, the unfinished files are removed (earlier complete files stay) and
+    the error propagates.
 
     Args:
         separation: The run (recording, queries, reference source).
@@ -146,10 +190,15 @@ def separate(
         folder: The run folder: outputs go to ``<folder>/<plan.group>/``.
         settings: How the separated files are made.
         make_data: Builds each fit's data module.
-        ckpt_path: A checkpoint to resume (a run of a single fit).
+        ckpt_path: A checkpoint to start the fit from (a run of a single fit).
+        resume: Finish the run in ``folder`` instead of starting one.
+        identity: Settings the result depends on beyond those of ``separation``, ``model`` and
+            ``settings`` (the trainer's rounds and precision), for the run's record.
+        checkpoint_every: Save each fit's resume checkpoint every this many optimiser steps
+            (0: only when a signal stops the run).
 
     Returns:
-        The files written.
+        The files written, and how many fits ran or were kept.
     """
     folder = check_folder(folder, "the run folder")
     if model.spec != separation.spec:
@@ -160,39 +209,82 @@ def separate(
     joint, residual = bool(model.hparams.joint), bool(model.hparams.residual)
     check_joint(joint, residual, len(separation.queries))
     plans = separation.plans(joint, residual)
-    if ckpt_path is not None and len(plans) > 1:
-        raise ValueError(f"a checkpoint resumes one fit, but this run takes {len(plans)}")
+    if ckpt_path is not None and (len(plans) > 1 or resume):
+        raise ValueError(f"a checkpoint starts one fit, but this run takes {len(plans)}" if not resume else
+                         "a resumed run starts its fits from its own checkpoints: drop ckpt_path")  # fmt: skip
+    record = run_identity(separation, model, settings, identity)
+    state = RunState.resume(folder, record) if resume else RunState.start(folder, record)
     sink = OutputSink(separation.recording, separation.spec, folder, settings, separation.source.vocode)
-    try:
-        for plan in plans:
-            _fit(separation, plan, model, make_trainer, make_data, sink, ckpt_path)
-        if sink.unfinished:
-            raise RuntimeError(
-                f"{len(sink.unfinished)} outputs were not completed ({sink.unfinished[0].name}, ...): the trainer "
-                "factory must give each trainer the callbacks the loop passes it"
-            )
-    except BaseException as error:
-        sink.abort(error)
-        raise
+    fitted = kept = 0
+    with state.locked(), stop_on_signals(folder) as stop:
+        if resume:
+            state.remove_temporaries()
+        finished = {plan: state.finished_masks(plan) for plan in plans} if resume else {}
+        complete = {plan.group for plan in plans if plan.last and finished.get(plan) is not None}
+        try:
+            for plan in plans:
+                stop.check()
+                if (masks := finished.get(plan)) is not None:
+                    kept += 1
+                    if plan.group not in complete:
+                        deliver(sink, plan, masks, joint)  # its outputs are being assembled again
+                    continue
+                fit = _Fit(separation, plan, make_trainer, make_data, sink, stop, checkpoint_every)
+                state.finish(plan, fit.run(model, ckpt_path, state.checkpoint(plan), resume))  # checkpoint removed
+                fitted += 1
+            if sink.unfinished:
+                raise RuntimeError(
+                    f"{len(sink.unfinished)} outputs were not completed ({sink.unfinished[0].name}, ...): the trainer "
+                    "factory must give each trainer the callbacks the loop passes it"
+                )
+        except BaseException as error:
+            sink.abort(error)
+            raise
     outputs = {plan_output: sink.path(plan.group, plan_output) for plan in plans for plan_output in plan.outputs}
-    return SeparationResult(folder, outputs, list(sink.written))
+    return SeparationResult(folder, outputs, list(sink.written), fitted, kept)
 
 
-def _fit(
-    separation: Separation, plan: FitPlan, model: MaskSeparator, make_trainer: TrainerFactory,
-    make_data: DataFactory, sink: OutputSink, ckpt_path: str | None,
-) -> None:
-    """Run one fit with objects made for it alone."""
-    module = model.sized(plan.masks, len(plan.windows))
-    data = make_data(separation, plan, module.thresholded_mask)
-    trainer = None
-    try:
-        with quiet_banners():
-            trainer = make_trainer(plan, [SeparatedAudioWriter(sink, plan)])
-            check_trainer(trainer)
-            trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
-    finally:
-        # A fit's trainer, module and optimiser refer to each other: free their tensors now (after a
-        # failure too), or they pile up across fits and evaluation rows until Python's collector runs.
-        del trainer, module, data
-        gc.collect()
+@dataclass(frozen=True)
+class _Fit:
+    """One fit of a run, with objects made for it alone."""
+
+    separation: Separation
+    plan: FitPlan
+    make_trainer: TrainerFactory
+    make_data: DataFactory
+    sink: OutputSink
+    stop: StopRequest
+    checkpoint_every: int
+
+    def run(self, model: MaskSeparator, ckpt_path: str | None, checkpoint: Path, resume: bool) -> torch.Tensor:
+        """Fit (from ``ckpt_path``, or when resuming from ``checkpoint`` if it exists); returns the output masks."""
+        plan = self.plan
+        module = model.sized(plan.masks, len(plan.windows))
+        if resume and checkpoint.is_file():
+            shape = tuple(module.mask_logits.shape)
+            check_mask_shape(read_checkpoint(checkpoint, "the resume checkpoint"), shape, checkpoint)
+            ckpt_path = str(checkpoint)
+        data = self.make_data(self.separation, plan, module.thresholded_mask)
+        trainer = None
+        try:
+            with quiet_banners(), warnings.catch_warnings():
+                # A round's loader serves one batch again and again, and a batch's steps follow its index in
+                # the round (which the checkpoint holds), so a loader restarted mid-round serves the same fit.
+                warnings.filterwarnings("ignore", ".*resuming from a checkpoint that ended before the epoch ended.*")
+                if ckpt_path is not None:  # a resumed fit's folder holds its earlier checkpoints, as it should
+                    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
+                writer = SeparatedAudioWriter(self.sink, plan)
+                trainer = self.make_trainer(plan, [writer, ResumeCheckpoint(checkpoint, self.checkpoint_every,
+                                                                            self.stop)])  # fmt: skip
+                check_trainer(trainer)
+                try:
+                    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+                except SIGTERMException:  # Lightning's own stop, when SIGTERM came after this step's callbacks
+                    saved = checkpoint if checkpoint.is_file() else None
+                    raise RunInterrupted(signal.SIGTERM, self.stop.folder, saved) from None
+            return module.output_masks().cpu()
+        finally:
+            # A fit's trainer, module and optimiser refer to each other: free their tensors now (after a
+            # failure too), or they pile up across fits and evaluation rows until Python's collector runs.
+            del trainer, module, data
+            gc.collect()

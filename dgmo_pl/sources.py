@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from dgmo_pl.audio import frontend as fe
 from dgmo_pl.diffusion.provider import ReferenceProvider
 from dgmo_pl.errors import InputError
+from dgmo_pl.publish import file_digest
 from dgmo_pl.recording import Mixture, Recording, load_window, reference_log_mel
 
 
@@ -61,6 +62,10 @@ class ReferenceSource(Protocol):
         """Run any networks on ``device``."""
         ...
 
+    def identity(self) -> dict[str, Any]:
+        """What determines the references besides the mixture and the masks (for a run's record)."""
+        ...
+
     def vocode(self, log_mels: torch.Tensor) -> torch.Tensor | None:
         """Waveforms of reference log-mels ``[K, 1, H, W] -> [K, N]``, or None when there is no vocoder."""
         ...
@@ -100,6 +105,10 @@ class TrueSourceReferences:
 
     def to(self, device: torch.device) -> None:
         """Nothing runs on a device."""
+
+    def identity(self) -> dict[str, Any]:
+        """The true sources' contents."""
+        return {"true_sources": [[file_digest(r.path) for r in recordings] for recordings in self.recordings]}
 
     def vocode(self, log_mels: torch.Tensor) -> None:
         """True sources have no vocoded version."""
@@ -181,6 +190,10 @@ class DiffusionReferences:
                                      self._label(0, index, self.queries, None))  # fmt: skip
             paths.extend(self.provider.paths(log_mel, self.queries, 0, seed, mixture.digest))
         return paths
+
+    def identity(self) -> dict[str, Any]:
+        """The model (id, revision, backbone), front end, generation settings and numerics (the cache's key fields)."""
+        return dict(self.provider.identity)
 
     def to(self, device: torch.device) -> None:
         """Move the diffusion networks to ``device``."""

@@ -64,15 +64,18 @@ def test_round_end_views_are_logged(tiny_run: Path) -> None:
 
 @pytest.mark.integration
 def test_checkpoint_holds_the_mask_only(tiny_run: Path) -> None:
-    """The checkpoint's weights and optimiser state are the mask's, nothing of the diffusion model."""
+    """The checkpoint's weights and optimiser state are the mask's, nothing of the diffusion model; the data
+    module's state is the last round's references (what a fit resumed mid-round serves again)."""
     (ckpt,) = (tiny_run / "checkpoints").glob("*.ckpt")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert list(state["state_dict"]) == ["mask_logits"]
     assert state["state_dict"]["mask_logits"].shape == (1, 1, 513, 1024)  # one mask, one window
     (opt,) = state["optimizer_states"]
     assert len(opt["param_groups"][0]["params"]) == 1 and len(opt["state"]) == 1
-    # Mask + two Adam moments in fp32 is 6.3 MB; anything of the UNet or VAE would add more.
-    assert ckpt.stat().st_size < 7_000_000
+    (data,) = [v for k, v in state.items() if k.endswith("FitDataModule")]
+    assert int(data["round"]) == 2 and data["references"].shape == (1, 1, 4, 1, 1024, 64)  # [Q, W, K, 1, T, M]
+    # Mask + two Adam moments in fp32 is 6.3 MB, the references 1 MB; anything of the UNet or VAE would add more.
+    assert ckpt.stat().st_size < 7_600_000
 
 
 @pytest.mark.integration

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -414,11 +415,14 @@ def test_file_system_errors_read_as_one_line_with_advice(code: int, advice: str)
 
 
 def test_pickle_is_never_used_to_read_cache_entries() -> None:
-    """Cache entries are safetensors files (no code in them); this module's loaders use weights-only torch.load."""
+    """Cache entries are safetensors files (no code in them); this module's loaders use weights-only torch.load.
+
+    (``save_checkpoint(..., weights_only=False)`` is about what is saved: the whole training state.)
+    """
     source = (Path(__file__).parents[1] / "dgmo_pl").rglob("*.py")
     for path in source:
         text = path.read_text()
-        assert "pickle.load" not in text and "weights_only=False" not in text, path
+        assert "pickle.load" not in text and not re.search(r"load\w*\([^)]*weights_only=False", text), path
 
 
 # --- the command line, end to end: one line, an exit status, nothing changed -----------------------------

@@ -13,7 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from callbacks import MaskMonitor
 from dgmo_pl.fit_data import FitDataModule
 from dgmo_pl.model import MaskSeparator
-from dgmo_pl.rounds import RoundDataset
+from dgmo_pl.rounds import RoundDataset, steps_in_batch
 
 ROUNDS, STEPS = 2, 23  # 23 steps a round: no grouping below divides it, so last batches take a remainder
 
@@ -120,13 +120,15 @@ def test_resume_from_a_round_checkpoint_continues_the_same_updates(speech_dog_pa
     (2, 5, [2]),
 ])
 def test_round_dataset_serves_exactly_the_rounds_steps(steps: int, steps_per_batch: int, expected: list[int]) -> None:
-    """Each item is the round's batch with its step count; the counts add up to the round's steps."""
+    """Each batch's step count is a function of its index in the round; the counts add up to the round's steps."""
     batch = {"references": torch.zeros(1)}
     dataset = RoundDataset(batch, steps, steps_per_batch)
     items = [dataset[i] for i in range(len(dataset))]
-    assert [item["steps"] for item in items] == expected
+    assert [steps_in_batch(i, item["round_steps"], item["steps_per_batch"]) for i, item in enumerate(items)] == expected
     assert all(item["references"] is batch["references"] for item in items)
     with pytest.raises(IndexError):
         dataset[len(dataset)]
+    with pytest.raises(IndexError, match=f"batch {len(expected)} of a round of {steps} steps"):
+        steps_in_batch(len(expected), steps, steps_per_batch)
     with pytest.raises(ValueError, match="at least 1"):
         RoundDataset(batch, steps, 0)
