@@ -118,6 +118,7 @@ class RunState:
             try:
                 yield
             finally:
+                (self.folder / LOCK).unlink(missing_ok=True)  # while still held: no stray file is left
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def checkpoint(self, plan: FitPlan) -> Path:

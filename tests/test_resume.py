@@ -63,7 +63,7 @@ def _audio(run: Path) -> dict[str, str]:
 
 def _leftovers(run: Path) -> list[str]:
     """Half-written files: hidden temporaries of outputs, checkpoints and records."""
-    return [p.name for p in run.rglob(".*") if p.is_file() and p.name != ".run.lock"]
+    return [p.name for p in run.rglob(".*") if p.is_file()]
 
 
 def _interrupt(tiny_model: Path, mixture: Path, root: Path, signal_name: str, step: int, fit: str):

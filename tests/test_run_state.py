@@ -92,6 +92,7 @@ def test_a_second_process_cannot_run_in_a_locked_folder(tmp_path: Path) -> None:
             pass
     with RunState(tmp_path).locked():  # released
         pass
+    assert not (tmp_path / ".run.lock").exists()
 
 
 def test_a_stop_signal_becomes_a_request_and_the_handlers_come_back() -> None:
