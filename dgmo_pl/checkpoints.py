@@ -18,12 +18,17 @@ from dgmo_pl.errors import InputError
 MODEL_SETTINGS = ("lr", "mask_init", "threshold", "joint", "residual")
 
 
-def read_checkpoint(path: str | Path, flag: str = "--ckpt_path") -> dict[str, Any]:
+#: What to do about a bad ``--ckpt_path``.
+PASS_ANOTHER = "pass a .ckpt from a run's checkpoints/ folder"
+
+
+def read_checkpoint(path: str | Path, flag: str = "--ckpt_path", advice: str = PASS_ANOTHER) -> dict[str, Any]:
     """Load a mask checkpoint on the CPU without running code from it.
 
     Args:
         path: The ``.ckpt`` file.
         flag: How error messages name the setting.
+        advice: What error messages tell the user to do.
 
     Returns:
         The checkpoint: ``state_dict`` with ``mask_logits``, ``hyper_parameters``, optimiser state, ...
@@ -39,13 +44,13 @@ def read_checkpoint(path: str | Path, flag: str = "--ckpt_path") -> dict[str, An
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
         raise InputError(
             f"{flag} '{path}' is not a readable checkpoint ({type(err).__name__}: {reason}); only plain tensors "
-            "are loaded, never pickled code: pass a .ckpt from a run's checkpoints/ folder"
+            f"are loaded, never pickled code: {advice}"
         ) from None
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not isinstance(state.get("mask_logits"), torch.Tensor):
         raise InputError(
             f"{flag} '{path}' is a torch file but not a dgmo-pl checkpoint (no mask_logits in its state_dict): "
-            "pass a .ckpt from a run's checkpoints/ folder"
+            f"{advice}"
         )
     return checkpoint
 
@@ -56,14 +61,17 @@ def model_settings(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return {k: hparams[k] for k in MODEL_SETTINGS if k in hparams}
 
 
-def check_mask_shape(checkpoint: dict[str, Any], expected: tuple[int, ...], path: str | Path) -> None:
+def check_mask_shape(
+    checkpoint: dict[str, Any], expected: tuple[int, ...], path: str | Path, flag: str = "--ckpt_path",
+    advice: str = "pass this run's checkpoint",
+) -> None:
     """Refuse a checkpoint whose mask does not have the shape this fit needs ``[S, W, F, T]``."""
     shape = tuple(checkpoint["state_dict"]["mask_logits"].shape)
     if shape != tuple(expected):
         raise InputError(
-            f"--ckpt_path '{path}' holds a mask of shape {list(shape)} but this run fits {list(expected)} "
-            "(masks, windows, frequency bins, frames): it was made for another model, query count or "
-            "recording; pass this run's checkpoint"
+            f"{flag} '{path}' holds a mask of shape {list(shape)} but this run fits {list(expected)} "
+            f"(masks, windows, frequency bins, frames): it was made for another model, query count or "
+            f"recording; {advice}"
         )
 
 

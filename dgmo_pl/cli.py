@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from jsonargparse import Namespace
 from lightning.fabric.plugins import CheckpointIO
@@ -235,7 +236,7 @@ class DGMOCLI(LightningCLI):
     def trainer_identity(self) -> dict[str, Any]:
         """The trainer settings a run's result depends on (for its record in the run folder)."""
         trainer = self._section(self.config)["trainer"]
-        return {"rounds": trainer.max_epochs, "precision": str(trainer.precision)}
+        return {"rounds": trainer.max_epochs, "precision": str(self.trainer.precision)}  # as resolved: "32-true"
 
     def run(self, model: MaskSeparator, datamodule: SeparationDataModule, folder: Path,
             ckpt_path: str | None = None, resume: bool = False) -> SeparationResult:  # fmt: skip
@@ -296,8 +297,6 @@ class DGMOCLI(LightningCLI):
             raise InputError(f"--checkpoint_every {every} must be 0 (only on Ctrl-C or SIGTERM) or a number of steps")
         if not (resume := section.get("resume")):
             return
-        if ckpt_path:
-            raise InputError("--resume finishes a run from its own checkpoints: drop --ckpt_path")
         if self.datamodule.batch or section.get("output_dir"):
             raise InputError("--resume finishes one recording's run; with --output_dir or several recordings, re-run "
                              "into the same --output_dir instead (finished recordings are kept)")  # fmt: skip
@@ -335,7 +334,7 @@ class DGMOCLI(LightningCLI):
             return
         resume = self.config[self.subcommand].get("resume")
         if resume:
-            self.save_config_kwargs["overwrite"] = True  # each fit's config.yaml is written again, the same
+            self.save_config_kwargs["overwrite"] = True  # a resumed fit's config.yaml is written again, with resume
         run_dir = Path(resume) if resume else self.run_folder()
         result = self.run(model, datamodule, run_dir, ckpt_path, resume=bool(resume))
         print(f"run directory: {run_dir}")
@@ -364,7 +363,10 @@ class DGMOCLI(LightningCLI):
             what = {"mixture": file_digest(path), "queries": queries, "settings": common}
             return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
-        report = separate_recordings(datamodule.recordings(), output, run, key)
+        try:
+            report = separate_recordings(datamodule.recordings(), output, run, key)
+        except RunInterrupted as stop:  # finished recordings are kept: the same command goes on
+            raise stop.to_rerun() from None
         print(f"run directory: {output}")
         print(f"  {len(report.done)} separated, {len(report.skipped)} already done, {len(report.failed)} failed")
         if report.failed:
@@ -446,8 +448,11 @@ class EvaluateCLI(DGMOCLI):
         if fabric.world_size > 1:
             self.fit_settings = single_device_trainer_settings(fabric)
         mine = shard(rows, fabric.global_rank, fabric.world_size)
-        evaluate_rows(mine, output, separate_row, scorer, process=fabric.global_rank, scoring=c.scoring,
-                      settings=self._row_settings(scorer))
+        try:
+            evaluate_rows(mine, output, separate_row, scorer, process=fabric.global_rank, scoring=c.scoring,
+                          settings=self._row_settings(scorer))  # fmt: skip
+        except RunInterrupted as stop:  # scored rows are kept: the same command goes on
+            raise stop.to_rerun() from None
         fabric.barrier()
         if fabric.global_rank:
             return  # rank 0 merges and reports
@@ -496,20 +501,24 @@ def describe_os_error(err: OSError) -> str:
     return f"{what}{where}: {advice}; nothing partial was kept"
 
 
-def how_to_go_on(argv: list[str], folder: Path | None) -> str:
-    """How to finish a stopped run: the same command with ``--resume <folder>`` (evaluate: the same command)."""
+def how_to_go_on(argv: list[str], stop: RunInterrupted, seed: int) -> str:
+    """How to finish a stopped run: the same command with ``--resume <folder>`` and its seed.
+
+    An evaluation or a folder of recordings goes on by running the same command again.
+    """
     program = "dgmo-pl" if Path(sys.argv[0]).name == "dgmo-pl" else "python main.py"
-    if argv[:1] == ["evaluate"]:
+    if stop.rerun:
         return f"to go on, run the same command again: {shlex.join([*program.split(), *argv])}"
-    if folder is None:
+    if stop.folder is None:
         return "nothing was saved: run it again"
     kept, skip = [], False
-    for arg in argv:  # an earlier --resume gives way to this one
-        if skip or arg == "--resume" or arg.startswith("--resume="):
-            skip = arg == "--resume"
+    for arg in argv:  # an earlier --resume or seed gives way to this run's
+        if skip or arg in ("--resume", "--seed_everything") or arg.startswith(("--resume=", "--seed_everything=")):
+            skip = arg in ("--resume", "--seed_everything")
             continue
         kept.append(arg)
-    return f"to finish it, run: {shlex.join([*program.split(), *kept, '--resume', str(folder)])}"
+    resume = [*kept, "--seed_everything", str(seed), "--resume", str(stop.folder)]
+    return f"to finish it, run: {shlex.join([*program.split(), *resume])}"
 
 
 def main(args: ArgsType = None, app_callbacks: AppCallbacks | None = None) -> None:
@@ -539,7 +548,7 @@ def main(args: ArgsType = None, app_callbacks: AppCallbacks | None = None) -> No
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except RunInterrupted as err:
-        print(f"error: {err}; {how_to_go_on(argv or [], err.folder)}", file=sys.stderr)
+        print(f"error: {err}; {how_to_go_on(argv or [], err, torch.initial_seed())}", file=sys.stderr)
         raise SystemExit(err.exit_status) from None
     except OSError as err:
         print(f"error: {describe_os_error(err)}", file=sys.stderr)

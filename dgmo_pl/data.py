@@ -17,7 +17,7 @@ from dgmo_pl.batch import list_recordings
 from dgmo_pl.checks import check_folder
 from dgmo_pl.diffusion.backbones import Backbone, infer_backbone
 from dgmo_pl.diffusion.cache import TensorCache
-from dgmo_pl.diffusion.loading import model_revision
+from dgmo_pl.diffusion.loading import ModelLoadError, model_revision
 from dgmo_pl.diffusion.provider import ReferenceProvider
 from dgmo_pl.diffusion.references import (
     Attention,
@@ -276,6 +276,9 @@ class SeparationDataModule(LightningDataModule):
                 f"ddim_steps {self.generation.ddim_steps} exceeds the {trained_steps} timesteps the model "
                 "was trained with: fix --data.ddim_steps"
             )
-        revision = model_revision(hp.model, hp.model_revision) if self.cache.root is not None else "unknown"
+        try:  # the model loaded, so a hub id's snapshot is in the hub cache
+            revision = model_revision(hp.model, hp.model_revision)
+        except ModelLoadError:
+            revision = "unknown"
         identity = ReferenceProvider.identity_of(hp.model, revision, self.spec, self.backbone.name)
         return ReferenceProvider(generator, self.generation, self.cache, identity)

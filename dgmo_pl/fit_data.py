@@ -62,15 +62,24 @@ class FitDataModule(LightningDataModule):
         """The references of the round served last, ``[Q, W, K, 1, T, M]`` (None before the first)."""
         return self._round[1] if self._round is not None else None
 
+    def _fit_key(self) -> list[str]:
+        """What the references were made for: the fit's queries and its windows' contents."""
+        return [*(self.separation.queries[q] for q in self.plan.queries), *(w.digest for w in self.windows)]
+
     def state_dict(self) -> dict[str, Any]:
-        """The current round and its references, for the fit's checkpoint (plain tensors)."""
+        """The current round and its references, for the fit's checkpoint (plain tensors and strings)."""
         if self._round is None:
             return {}
-        return {"round": torch.tensor(self._round[0]), "references": self._round[1].detach().cpu()}
+        return {"round": torch.tensor(self._round[0]), "references": self._round[1].detach().cpu(),
+                "fit": self._fit_key()}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Take back the round and its references of a checkpoint (a resumed fit serves them again)."""
-        if "round" in state:
+        """Take back the round and its references of a checkpoint made for this fit (a resumed fit serves them again).
+
+        Those of a checkpoint made for other queries or another recording are not taken: the
+        round's references are generated again.
+        """
+        if "round" in state and state.get("fit") == self._fit_key():
             self._round = (int(state["round"]), state["references"])
 
     def references(self, round_index: int) -> torch.Tensor:

@@ -30,14 +30,23 @@ class RunInterrupted(BaseException):  # noqa: N818 - named for what happened, li
 
     Args:
         signal_number: The signal that stopped the run.
-        folder: The run folder (None: not known where the signal came).
-        checkpoint: The resume checkpoint of the interrupted fit (None: stopped between fits).
+        folder: The run folder, to resume (None: nothing to resume).
+        checkpoint: The resume checkpoint of the interrupted fit (None: stopped between fits, or at
+            once by a second Ctrl-C: the fit goes on from its last periodic checkpoint).
+        rerun: The work goes on by running the same command again (an evaluation, a folder of
+            recordings: finished items are kept, an interrupted one is done again).
     """
 
-    def __init__(self, signal_number: int, folder: Path | None = None, checkpoint: Path | None = None) -> None:
-        self.signal_number, self.folder, self.checkpoint = signal_number, folder, checkpoint
-        saved = f", its fit saved in '{checkpoint}'" if checkpoint is not None else ""
+    def __init__(
+        self, signal_number: int, folder: Path | None = None, checkpoint: Path | None = None, rerun: bool = False
+    ) -> None:
+        self.signal_number, self.folder, self.checkpoint, self.rerun = signal_number, folder, checkpoint, rerun
+        saved = f", its fit saved in '{checkpoint}'" if checkpoint is not None and not rerun else ""
         super().__init__(f"stopped by {signal.Signals(signal_number).name}{saved}")
+
+    def to_rerun(self) -> RunInterrupted:
+        """The same stop, for work that goes on by running the same command again."""
+        return RunInterrupted(self.signal_number, rerun=True)
 
     @property
     def exit_status(self) -> int:
@@ -67,8 +76,10 @@ class StopRequest:
 def stop_on_signals(folder: Path | None = None) -> Iterator[StopRequest]:
     """Turn SIGINT and SIGTERM into a :class:`StopRequest` while the block runs; restore the handlers after.
 
-    A second Ctrl-C stops at once (``KeyboardInterrupt``). Outside the main thread (a web app's
-    worker) signals cannot be handled, and the request is never set.
+    A second Ctrl-C stops at once (:class:`RunInterrupted` without a new checkpoint: the fit goes
+    on from its last periodic one). A SIGINT ignored by the parent (a background job) stays
+    ignored. Outside the main thread (a web app's worker) signals cannot be handled, and the
+    request is never set.
     """
     request = StopRequest(folder)
     if threading.current_thread() is not threading.main_thread():
@@ -77,7 +88,7 @@ def stop_on_signals(folder: Path | None = None) -> Iterator[StopRequest]:
 
     def handle(signal_number: int, frame: Any) -> None:
         if request.signal_number is not None and signal_number == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise RunInterrupted(signal_number, request.folder)  # not KeyboardInterrupt: Lightning would exit(1)
         if request.signal_number is None:
             request.signal_number = signal_number
             name = signal.Signals(signal_number).name
@@ -85,7 +96,9 @@ def stop_on_signals(folder: Path | None = None) -> Iterator[StopRequest]:
                   "(Ctrl-C again stops at once, without one)", file=sys.stderr, flush=True)  # fmt: skip
 
     previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
-    for number in STOP_SIGNALS:
+    # Leave alone a handler installed outside Python (None) and an inherited SIG_IGN.
+    previous = {number: handler for number, handler in previous.items() if handler not in (None, signal.SIG_IGN)}
+    for number in previous:
         signal.signal(number, handle)
     try:
         yield request
@@ -116,9 +129,15 @@ class ResumeCheckpoint(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Save when a multiple of ``every_n_steps`` was reached in this batch, or a stop was asked for."""
+        """Save when a multiple of ``every_n_steps`` was reached in this batch, or a stop was asked for.
+
+        A stop after the fit's very last batch lets the fit end (its outputs and record are
+        written; the loop stops before the next fit), so that its last round's end is not skipped.
+        """
         step, taken = trainer.global_step, len(outputs["losses"]) if isinstance(outputs, dict) else 1
         crossed = self.every_n_steps and step // self.every_n_steps > (step - taken) // self.every_n_steps
         if crossed or self.request.signal_number is not None:
             trainer.save_checkpoint(self.path, weights_only=False)  # the whole state: a fit resumes from it
-        self.request.check(self.path)
+        last = trainer.current_epoch == trainer.max_epochs - 1 and batch_idx == trainer.num_training_batches - 1
+        if not last:
+            self.request.check(self.path)

@@ -78,8 +78,8 @@ class RunState:
         """Record a new run's identity in ``folder`` (which holds no run yet)."""
         state = cls(folder)
         if (folder / RUN_RECORD).exists():
-            raise InputError(f"'{folder}' already holds a run ({RUN_RECORD}): resume it with --resume {folder}, "
-                             "or start a new run in a new folder")  # fmt: skip
+            raise InputError(f"'{folder}' already holds a run ({RUN_RECORD}): start a new run in a new folder, or "
+                             f"finish that one (--resume {folder} on the command line)")  # fmt: skip
         write_text_atomically(folder / RUN_RECORD, json.dumps(_plain(identity), indent=2, sort_keys=True) + "\n")
         return state
 
@@ -97,8 +97,9 @@ class RunState:
                              "printed ('run directory: ...')")  # fmt: skip
         if changed := differences(record, _plain(identity)):
             shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+            seed = f" (--seed_everything {record['seed']})" if any(c.startswith("seed:") for c in changed) else ""
             raise InputError(f"--resume '{folder}' was made for another run ({shown}): resume it with the settings "
-                             "it was started with, or start a new run without --resume")  # fmt: skip
+                             f"it was started with{seed}, or start a new run without --resume")  # fmt: skip
         return cls(folder)
 
     @contextmanager
@@ -112,7 +113,10 @@ class RunState:
         with open(self.folder / LOCK, "a") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                # The holder removes the file before it lets go: a lock on a removed file is no lock.
+                if os.fstat(handle.fileno()).st_ino != (self.folder / LOCK).stat().st_ino:
+                    raise BlockingIOError
+            except (BlockingIOError, FileNotFoundError):
                 raise InputError(f"run folder '{self.folder}' is in use by another process: wait for it to end, "
                                  "or resume another run") from None  # fmt: skip
             try:
@@ -125,11 +129,13 @@ class RunState:
         """The resume checkpoint of fit ``plan``."""
         return self.folder / plan.version / CHECKPOINT
 
-    def finished_masks(self, plan: FitPlan) -> torch.Tensor | None:
-        """The output masks ``[S, W, F, T]`` of fit ``plan`` if it has finished, else None."""
+    def is_finished(self, plan: FitPlan) -> bool:
+        """Whether fit ``plan`` has finished (its masks are recorded)."""
+        return (self.folder / plan.version / FINISHED).is_file()
+
+    def finished_masks(self, plan: FitPlan) -> torch.Tensor:
+        """The output masks ``[S, W, F, T]`` of finished fit ``plan``."""
         path = self.folder / plan.version / FINISHED
-        if not path.is_file():
-            return None
         try:
             masks = load_file(path)["masks"]
         except (SafetensorError, OSError, KeyError) as err:

@@ -131,13 +131,15 @@ def run_identity(
 ) -> dict[str, Any]:
     """What a run's result depends on, recorded in its folder (a resume must match it).
 
-    The mixture's content, the queries, the reference source (model, revision, generation
-    settings; or the true sources' contents), the masks' settings, how the recording is cut
-    into fits, the seed and the output settings; plus ``extra`` (the trainer's rounds and precision).
+    The mixture's content and its windows, the queries, the reference source (model, revision,
+    generation settings; or the true sources' contents), the masks' settings, how the recording
+    is cut into fits, the seed and the output settings; plus ``extra`` (the trainer's rounds and
+    precision, a starting checkpoint's digest).
     """
     module = {k: model.hparams[k] for k in ("lr", "mask_init", "threshold", "joint", "residual")}
     return {
         "mixture": file_digest(separation.recording.path), "queries": list(separation.queries),
+        "windows": asdict(separation.recording.plan),
         "references": separation.source.identity(), "masks": module, "front_end": asdict(separation.spec),
         "windows_per_fit": separation.windows_per_fit, "steps_per_round": separation.steps_per_round,
         "steps_per_batch": separation.steps_per_batch, "seed": torch.initial_seed(), "output": asdict(settings),
@@ -190,7 +192,8 @@ def separate(
         folder: The run folder: outputs go to ``<folder>/<plan.group>/``.
         settings: How the separated files are made.
         make_data: Builds each fit's data module.
-        ckpt_path: A checkpoint to start the fit from (a run of a single fit).
+        ckpt_path: A checkpoint to start the fit from (a run of a single fit; a resumed run goes on
+            from its own checkpoint when it has one).
         resume: Finish the run in ``folder`` instead of starting one.
         identity: Settings the result depends on beyond those of ``separation``, ``model`` and
             ``settings`` (the trainer's rounds and precision), for the run's record.
@@ -209,25 +212,27 @@ def separate(
     joint, residual = bool(model.hparams.joint), bool(model.hparams.residual)
     check_joint(joint, residual, len(separation.queries))
     plans = separation.plans(joint, residual)
-    if ckpt_path is not None and (len(plans) > 1 or resume):
-        raise ValueError(f"a checkpoint starts one fit, but this run takes {len(plans)}" if not resume else
-                         "a resumed run starts its fits from its own checkpoints: drop ckpt_path")  # fmt: skip
-    record = run_identity(separation, model, settings, identity)
+    if ckpt_path is not None and len(plans) > 1:
+        raise ValueError(f"a checkpoint starts one fit, but this run takes {len(plans)}")
+    start = {"start": file_digest(Path(ckpt_path))} if ckpt_path is not None else {}
+    record = run_identity(separation, model, settings, {**(identity or {}), **start})
     state = RunState.resume(folder, record) if resume else RunState.start(folder, record)
     sink = OutputSink(separation.recording, separation.spec, folder, settings, separation.source.vocode)
     fitted = kept = 0
     with state.locked(), stop_on_signals(folder) as stop:
         if resume:
             state.remove_temporaries()
-        finished = {plan: state.finished_masks(plan) for plan in plans} if resume else {}
-        complete = {plan.group for plan in plans if plan.last and finished.get(plan) is not None}
+        finished = {plan for plan in plans if resume and state.is_finished(plan)}
+        # A group's files were published when all its fits had finished; otherwise they are assembled
+        # again, the finished fits' masks read one fit at a time (memory must not grow with the length).
+        complete = {p.group for p in plans} - {p.group for p in plans if p not in finished}
         try:
             for plan in plans:
                 stop.check()
-                if (masks := finished.get(plan)) is not None:
+                if plan in finished:
                     kept += 1
                     if plan.group not in complete:
-                        deliver(sink, plan, masks, joint)  # its outputs are being assembled again
+                        deliver(sink, plan, state.finished_masks(plan), joint)
                     continue
                 fit = _Fit(separation, plan, make_trainer, make_data, sink, stop, checkpoint_every)
                 state.finish(plan, fit.run(model, ckpt_path, state.checkpoint(plan), resume))  # checkpoint removed
@@ -262,7 +267,8 @@ class _Fit:
         module = model.sized(plan.masks, len(plan.windows))
         if resume and checkpoint.is_file():
             shape = tuple(module.mask_logits.shape)
-            check_mask_shape(read_checkpoint(checkpoint, "the resume checkpoint"), shape, checkpoint)
+            what, advice = "the resume checkpoint", f"delete it to fit {plan.version} again from its start"
+            check_mask_shape(read_checkpoint(checkpoint, what, advice), shape, checkpoint, what, advice)
             ckpt_path = str(checkpoint)
         data = self.make_data(self.separation, plan, module.thresholded_mask)
         trainer = None

@@ -85,6 +85,7 @@ def _resume(tiny_model: Path, mixture: Path, root: Path, run: Path, capsys: pyte
 POINTS = [(name, *random.Random(seed).choice([(f, s) for f in FITS for s in range(1, STEPS + 1)]))
           for seed, name in [(0, "SIGKILL"), (1, "SIGKILL"), (2, "SIGTERM"), (3, "SIGINT")]]
 POINTS.append(("SIGTERM", FITS[0], STEPS))  # after the fit's very last step: its checkpoint is complete
+POINTS.append(("SIGTERM", FITS[2], 10))  # after the last batch of a round: the next round starts on resume
 
 
 @pytest.mark.slow
@@ -135,6 +136,8 @@ def test_a_kill_at_any_moment_resumes_to_the_uninterrupted_files(
         child.kill()
         child.wait(timeout=60)
     (run,) = run_dirs(tmp_path)
+    finished = len(list(run.rglob("masks.safetensors")))
+    assert child.returncode == -signal.SIGKILL and 1 <= finished < len(FITS)  # killed mid-run, not after it
     _resume(tiny_model, mixture, tmp_path, run, capsys)
     assert _audio(run) == _audio(uninterrupted)
 
@@ -161,6 +164,7 @@ def test_resuming_a_finished_run_does_nothing_and_says_so(
     (["--seed_everything", "7"], "seed: 0 -> 7"),
     (["--trainer.max_epochs", "2"], "rounds: 3 -> 2"),
     (["--model.lr", "0.02"], "masks.lr: 0.01 -> 0.02"),
+    (["--data.window_overlap", "1.0"], "windows.starts: [0, 122880, 245760] -> [0, 147840, "),
 ])
 def test_resume_refuses_a_run_made_otherwise(
     tiny_model: Path, mixture: Path, uninterrupted: Path, capsys: pytest.CaptureFixture, change: list[str],
@@ -219,8 +223,6 @@ def test_resume_refuses_a_folder_that_holds_no_run_and_what_it_cannot_go_with(
 ) -> None:
     cases = [
         (["--resume", str(tmp_path)], f"--resume '{tmp_path}' is not a run folder (no run.json in it)"),
-        (["--resume", str(uninterrupted), "--ckpt_path", str(next(uninterrupted.rglob("epoch=*.ckpt")))],
-         "drop --ckpt_path"),
         (["--resume", str(uninterrupted), "--output_dir", str(tmp_path / "out")], "re-run into the same --output_dir"),
         (["--checkpoint_every", "-1"], "--checkpoint_every -1 must be 0"),
     ]

@@ -54,7 +54,7 @@ def test_many_differences_are_counted_on_one_line(tmp_path: Path) -> None:
 
 def test_a_finished_fit_keeps_its_masks_exactly_and_drops_its_checkpoint(tmp_path: Path) -> None:
     state = RunState.start(tmp_path, IDENTITY)
-    assert state.finished_masks(PLAN) is None
+    assert not state.is_finished(PLAN)
     checkpoint = state.checkpoint(PLAN)
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"state")
@@ -109,11 +109,26 @@ def test_a_stop_signal_becomes_a_request_and_the_handlers_come_back() -> None:
 
 
 def test_a_second_ctrl_c_stops_at_once() -> None:
-    with stop_on_signals() as request:
+    """Not as a KeyboardInterrupt (Lightning turns that into exit status 1): as the run's stop, to resume."""
+    with stop_on_signals(Path("run")) as request:
         os.kill(os.getpid(), signal.SIGINT)
         assert request.signal_number == signal.SIGINT
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(RunInterrupted) as stopped:
             os.kill(os.getpid(), signal.SIGINT)
+    assert stopped.value.exit_status == 130 and stopped.value.folder == Path("run")
+    assert stopped.value.checkpoint is None
+
+
+def test_an_ignored_sigint_stays_ignored() -> None:
+    """A background job inherits SIGINT ignored: a run there does not start stopping on it."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_on_signals() as request:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert request.signal_number is None
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_signals_are_left_alone_outside_the_main_thread() -> None:
@@ -132,6 +147,7 @@ def test_signals_are_left_alone_outside_the_main_thread() -> None:
 class _Trainer:
     def __init__(self) -> None:
         self.global_step, self.saved = 0, []
+        self.current_epoch, self.max_epochs, self.num_training_batches = 0, 3, 10
 
     def save_checkpoint(self, path: Path, weights_only: bool | None = None) -> None:
         self.saved.append(self.global_step)
@@ -149,23 +165,34 @@ def test_resume_checkpoints_are_saved_at_each_multiple_of_the_steps_and_on_a_sto
     with pytest.raises(RunInterrupted) as stopped:
         callback.on_train_batch_end(trainer, None, {"losses": torch.zeros(1)}, None, 0)
     assert trainer.saved[-1] == 16 and stopped.value.checkpoint == Path("last.ckpt")
+    trainer.current_epoch, trainer.global_step = 2, 30  # the fit's very last batch: saved, and the fit may end
+    callback.on_train_batch_end(trainer, None, {"losses": torch.zeros(1)}, None, 9)
+    assert trainer.saved[-1] == 30
     never = ResumeCheckpoint(Path("last.ckpt"), 0, StopRequest())
     never.on_train_batch_end(trainer, None, {"losses": torch.zeros(1)}, None, 0)
-    assert trainer.saved[-1] == 16
+    assert trainer.saved[-1] == 30
     with pytest.raises(ValueError, match="every_n_steps must be 0"):
         ResumeCheckpoint(Path("x"), -1, request)
 
 
-def test_the_way_to_finish_a_stopped_run_is_the_same_command_with_resume(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_way_to_finish_a_stopped_run_is_the_same_command_with_its_seed_and_resume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr("sys.argv", ["main.py"])
-    argv = ["fit", "--config", "configs/dgmo.yaml", "--data.query", "dog barking", "--resume", "logs/old"]
-    assert how_to_go_on(argv, Path("logs/run")) == (
+    argv = ["fit", "--config", "configs/dgmo.yaml", "--data.query", "dog barking", "--resume", "logs/old",
+            "--seed_everything", "3"]
+    stop = RunInterrupted(signal.SIGTERM, Path("logs/run"))
+    assert how_to_go_on(argv, stop, 42) == (
         "to finish it, run: python main.py fit --config configs/dgmo.yaml --data.query 'dog barking' "
-        "--resume logs/run")
-    assert how_to_go_on(["evaluate", "--manifest", "m.csv"], None).endswith("python main.py evaluate --manifest m.csv")
-    assert how_to_go_on(["fit"], None) == "nothing was saved: run it again"
+        "--seed_everything 42 --resume logs/run")
+    again = RunInterrupted(signal.SIGINT, Path("x"), Path("x/last.ckpt")).to_rerun()
+    assert str(again) == "stopped by SIGINT" and again.folder is None
+    assert how_to_go_on(["evaluate", "--manifest", "m.csv"], again, 0) == (
+        "to go on, run the same command again: python main.py evaluate --manifest m.csv")
+    assert how_to_go_on(["fit"], RunInterrupted(signal.SIGINT), 0) == "nothing was saved: run it again"
     monkeypatch.setattr("sys.argv", ["/usr/bin/dgmo-pl"])
-    assert how_to_go_on(["fit", "--resume=x"], Path("r")) == "to finish it, run: dgmo-pl fit --resume r"
+    assert how_to_go_on(["fit", "--resume=x"], stop, 0) == (
+        "to finish it, run: dgmo-pl fit --seed_everything 0 --resume logs/run")
 
 
 def test_the_data_modules_round_travels_in_its_state() -> None:
@@ -173,9 +200,14 @@ def test_the_data_modules_round_travels_in_its_state() -> None:
 
     references = torch.rand(1, 2, 4, 1, 8, 4)
     source = SimpleNamespace(follows_masks=True, references=lambda *a, **k: pytest.fail("generated again"))
-    data = FitDataModule(SimpleNamespace(source=source), PLAN, lambda: None)
+    windows = [SimpleNamespace(digest="w1"), SimpleNamespace(digest="w2")]
+    data = FitDataModule(SimpleNamespace(source=source, queries=("dog barking",)), PLAN, lambda: None)
+    data._windows = windows  # prepared windows, without a recording
     assert data.state_dict() == {} and data.round_references is None
-    data.load_state_dict({"round": torch.tensor(1), "references": references})
+    data.load_state_dict({"round": torch.tensor(1), "references": references, "fit": ["dog barking", "w1", "w9"]})
+    assert data.round_references is None  # made for another recording: not taken
+    data.load_state_dict({"round": torch.tensor(1), "references": references, "fit": ["dog barking", "w1", "w2"]})
     assert data.references(1) is references and data.round_references is references
     state = data.state_dict()
     assert int(state["round"]) == 1 and torch.equal(state["references"], references)
+    assert state["fit"] == ["dog barking", "w1", "w2"]
