@@ -22,6 +22,7 @@ from dgmo_pl.data import SeparationDataModule
 from dgmo_pl.errors import InputError
 from dgmo_pl.model import MaskSeparator
 from dgmo_pl.output import OutputSettings
+from dgmo_pl.run_state import RunState
 from dgmo_pl.separate import SeparationResult, separate, trainer_factory
 
 #: MaskSeparator's settings, taken by :meth:`Separator.from_pretrained` beside the data settings.
@@ -34,11 +35,16 @@ class SeparationOutput(Mapping[str, torch.Tensor]):
     """The separated sounds of one call: ``output["dog-barking"]`` is ``[channels, samples]``.
 
     Keys are the output names the command line gives its files (the queries' slugs, and
-    ``residual``); :attr:`sample_rate` is the files' rate (the input's unless ``sample_rate: model``).
+    ``residual``); :attr:`sample_rate` is the files' rate (the input's unless ``sample_rate: model``);
+    :attr:`masks` holds each output's fitted mask on the model's grid, ``[windows, F, T]`` (the
+    thresholded mask that made it, one per window of the recording).
     """
 
-    def __init__(self, audio: dict[str, torch.Tensor], sample_rate: int, groups: dict[str, str]) -> None:
-        self._audio, self.sample_rate, self._groups = audio, sample_rate, groups
+    def __init__(
+        self, audio: dict[str, torch.Tensor], sample_rate: int, groups: dict[str, str],
+        masks: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        self._audio, self.sample_rate, self._groups, self.masks = audio, sample_rate, groups, dict(masks or {})
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._audio[name]
@@ -125,9 +131,10 @@ class Separator:
             folder = Path(log_dir) if log_dir is not None else Path(work) / "run"
             result = self._run(path, texts, folder, joint, residual, references, log_dir is not None, callbacks)
             sounds = {name: read_audio(file, "separated file") for name, file in result.outputs.items()}
+            masks = RunState(result.folder).output_masks(result.plans)
         rates = {rate for _, rate in sounds.values()}
         groups = {name: file.parent.name for name, file in result.outputs.items()}
-        return SeparationOutput({n: a for n, (a, _) in sounds.items()}, rates.pop(), groups)
+        return SeparationOutput({n: a for n, (a, _) in sounds.items()}, rates.pop(), groups, masks)
 
     def separate_many(
         self, recordings: str | Path | Sequence[str | Path], queries: str | Sequence[str], output_dir: str | Path, *,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,14 @@ class RunState:
             raise InputError(f"'{path}' holds masks of shape {list(masks.shape)}, not {plan.masks} masks of "
                              f"{len(plan.windows)} windows: delete it to fit that part again")  # fmt: skip
         return masks
+
+    def output_masks(self, plans: Sequence[FitPlan]) -> dict[str, torch.Tensor]:
+        """Each output's final mask over the whole recording, from finished fits: ``{name: [windows, F, T]}``."""
+        masks: dict[str, list[torch.Tensor]] = {}
+        for plan in plans:
+            for name, mask in zip(plan.outputs, self.finished_masks(plan), strict=True):
+                masks.setdefault(name, []).append(mask)
+        return {name: torch.cat(parts) for name, parts in masks.items()}
 
     def finish(self, plan: FitPlan, masks: torch.Tensor) -> None:
         """Record fit ``plan`` as finished with its output masks (written, then renamed), and remove its checkpoint."""

@@ -50,6 +50,7 @@ class SeparationResult:
         written: Every audio file written (separated files and vocoded references), in order.
         fitted: Fits run (or finished) by this call.
         kept: Fits that a resumed run found finished, and kept.
+        plans: The run's fits, in order (their masks: :meth:`~dgmo_pl.run_state.RunState.output_masks`).
     """
 
     folder: Path
@@ -57,6 +58,7 @@ class SeparationResult:
     written: list[Path]
     fitted: int = 0
     kept: int = 0
+    plans: tuple[FitPlan, ...] = ()
 
 
 @contextlib.contextmanager
@@ -246,7 +248,7 @@ def separate(
             sink.abort(error)
             raise
     outputs = {plan_output: sink.path(plan.group, plan_output) for plan in plans for plan_output in plan.outputs}
-    return SeparationResult(folder, outputs, list(sink.written), fitted, kept)
+    return SeparationResult(folder, outputs, list(sink.written), fitted, kept, tuple(plans))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import QUIET, REPO, main, tiny_args
+from safetensors.torch import load_file
 
 from dgmo_pl import Separator
 from dgmo_pl.audio.io import read_audio, write_audio
@@ -46,6 +47,8 @@ def test_the_api_gives_the_command_lines_output(separator: Separator, cli_run: P
         assert torch.equal(result[name], read_audio(cli_run / name / f"{name}.wav")[0]), name
     for path in result.save(tmp_path):
         assert path.read_bytes() == (cli_run / path.relative_to(tmp_path)).read_bytes()
+    for name in result:  # the fitted masks that made them: [windows, F, T] on the model's grid
+        assert torch.equal(result.masks[name], load_file(cli_run / name / "masks.safetensors")["masks"][0]), name
 
 
 def test_a_waveform_gives_what_its_file_gives(separator: Separator, speech_dog_pair: dict[str, Path]) -> None:

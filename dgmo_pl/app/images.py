@@ -1,4 +1,4 @@
-"""Pictures of sounds for the page: log-magnitude spectrograms and the effective mask of an output."""
+"""Pictures for the page: log-magnitude spectrograms, and each output's fitted mask."""
 
 from __future__ import annotations
 
@@ -52,16 +52,7 @@ def spectrogram_image(magnitude: torch.Tensor, reference: float | None = None) -
     return colour(((decibels + FLOOR_DB) / FLOOR_DB).numpy())
 
 
-def effective_mask(output: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
-    """``|output STFT| / |mixture STFT|`` clipped to [0, 1]: the mask as it acted on the mixture.
-
-    The fit's own mask lives on the model's 16 kHz mel-frequency grid; this one is measured on the
-    files, at any rate. Frames beyond the shorter of the two are dropped.
-    """
-    frames = min(output.shape[-1], mixture.shape[-1])
-    return (output[:, :frames] / mixture[:, :frames].clamp_min(1e-8)).clamp(0.0, 1.0)
-
-
-def mask_image(output: torch.Tensor, mixture: torch.Tensor) -> Image.Image:
-    """A picture of :func:`effective_mask`: bright where the output keeps the mixture, dark where it removes it."""
-    return colour(effective_mask(output, mixture).numpy())
+def mask_image(mask: torch.Tensor) -> Image.Image:
+    """A fitted mask ``[windows, F, T]`` (the model's grid), the windows side by side: bright where it keeps."""
+    windows, bins, frames = mask.shape
+    return colour(mask.float().permute(1, 0, 2).reshape(bins, windows * frames).numpy())

@@ -18,8 +18,8 @@ from dgmo_pl.data import DEMO_MIXTURE
 SLOTS = MAX_QUERIES + 1
 #: No "share" button: it uploads to a hosting service, and the app is local.
 IMAGE_BUTTONS = ["download", "fullscreen"]
-MASK_CAPTION = ("Masks are measured on the files: |output STFT| / |mixture STFT|, clipped to [0, 1] "
-                "(bright: kept, dark: removed).")  # fmt: skip
+MASK_CAPTION = ("Masks: each output's fitted mask on the model's 16 kHz grid, frequency up, time across "
+                "(a long recording's windows side by side; bright: kept, dark: removed).")  # fmt: skip
 
 
 def build_page(cache: SeparatorCache, defaults: PageDefaults, work: Path) -> gr.Blocks:

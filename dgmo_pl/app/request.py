@@ -71,8 +71,8 @@ def separate_request(
     labels = [*queries, RESIDUAL_LABEL]
     sounds = []
     for label, name, file in zip(labels, result, files, strict=False):
-        output = magnitudes(result[name])
-        sounds.append(SeparatedSound(label, file, spectrogram_image(output, top), mask_image(output, mixture)))
+        picture = spectrogram_image(magnitudes(result[name]), top)
+        sounds.append(SeparatedSound(label, file, picture, mask_image(result.masks[name])))
     return Separated(spectrogram_image(mixture, top), sounds)
 
 
