@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch import Callback, seed_everything
 
 from dgmo_pl.audio.io import read_audio, write_audio
-from dgmo_pl.batch import BatchReport, list_recordings, recording_key, separate_recordings
+from dgmo_pl.batch import PER_RECORDING, BatchReport, list_recordings, recording_key, separate_recordings
 from dgmo_pl.data import SeparationDataModule
 from dgmo_pl.errors import InputError
 from dgmo_pl.model import MaskSeparator
@@ -27,8 +27,6 @@ from dgmo_pl.separate import SeparationResult, separate, trainer_factory
 
 #: MaskSeparator's settings, taken by :meth:`Separator.from_pretrained` beside the data settings.
 MODEL_SETTINGS = ("lr", "mask_init", "threshold")
-#: Data settings that name one recording's inputs, not how it is separated (left out of a batch's keys).
-PER_RECORDING = ("mixture", "query", "queries", "references", "cache_dir")
 
 
 class SeparationOutput(Mapping[str, torch.Tensor]):

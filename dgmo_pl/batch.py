@@ -58,6 +58,10 @@ def list_recordings(mixture: str | Sequence[str]) -> list[tuple[str, Path]]:
     return list(zip(names, files, strict=True))
 
 
+#: Data settings that name one recording's inputs, not how it is separated (left out of a recording's key).
+PER_RECORDING = ("mixture", "query", "queries", "references", "cache_dir")
+
+
 def recording_key(path: Path, queries: Sequence[str], settings: dict[str, object]) -> str:
     """A digest of what a recording's result depends on: the file's content, its queries and the settings."""
     what = {"mixture": file_digest(path), "queries": list(queries), "settings": settings}

@@ -7,10 +7,8 @@ The command line only parses, checks and wires: the work is :func:`~dgmo_pl.sepa
 from __future__ import annotations
 
 import errno
-import hashlib
 import importlib
 import inspect
-import json
 import shlex
 import sys
 import warnings
@@ -26,7 +24,7 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
-from dgmo_pl.batch import separate_recordings
+from dgmo_pl.batch import PER_RECORDING, recording_key, separate_recordings
 from dgmo_pl.checkpoints import AtomicCheckpointIO, check_mask_shape, model_settings, read_checkpoint
 from dgmo_pl.checks import check_folder, check_joint, check_trainer
 from dgmo_pl.data import SeparationDataModule
@@ -49,7 +47,6 @@ from dgmo_pl.interrupt import RunInterrupted
 from dgmo_pl.job import FitPlan
 from dgmo_pl.model import MaskSeparator
 from dgmo_pl.output import OutputSettings
-from dgmo_pl.publish import file_digest
 from dgmo_pl.run_state import RUN_RECORD
 from dgmo_pl.separate import TRAINER_INVARIANTS, SeparationResult, TrainerFactory, new_run_folder, separate
 
@@ -208,8 +205,7 @@ class DGMOCLI(LightningCLI):
     @staticmethod
     def run_settings(c: Namespace) -> dict[str, Any]:
         """The settings a recording's result depends on, beyond the recording itself and its queries."""
-        per_recording = ("mixture", "query", "queries", "references", "cache_dir")
-        data = {k: v for k, v in c.data.as_dict().items() if k not in per_recording}
+        data = {k: v for k, v in c.data.as_dict().items() if k not in PER_RECORDING}
         return {"model": c.model.as_dict(), "data": data, "audio": c.audio.as_dict(), "rounds": c.trainer.max_epochs,
                 "precision": str(c.trainer.precision), "seed": c.seed_everything}  # fmt: skip
 
@@ -360,8 +356,7 @@ class DGMOCLI(LightningCLI):
             separate(separation, model, self.fit_trainers(folder), folder, settings)
 
         def key(path: Path) -> str:
-            what = {"mixture": file_digest(path), "queries": queries, "settings": common}
-            return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+            return recording_key(path, queries, common)
 
         try:
             report = separate_recordings(datamodule.recordings(), output, run, key)
